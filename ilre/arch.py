@@ -1,0 +1,142 @@
+"""The one place where ILRe reaches into transformers' Llama-family internals.
+
+ILRe drives decoder layers by hand (to stop at the retrieval layer, to keep only sink + window
+caches below it, and to compute only keys at it), so it depends on the submodule names of the
+Llama modelling code: ``input_layernorm``, ``self_attn.{q,k,v,o}_proj`` (and Qwen3's
+``q_norm``/``k_norm``), ``post_attention_layernorm``, ``mlp``, and the model's ``rotary_emb``.
+Llama, Mistral, Qwen2/2.5 and Qwen3 share them. Anything else is refused with a clear error
+rather than silently computing something different.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import transformers
+from packaging.version import Version
+from torch import nn
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+MIN_TRANSFORMERS = Version("4.56")
+
+
+class UnsupportedModelError(ValueError):
+    """The model is not a causal LM of an architecture ILRe knows how to drive."""
+
+
+def check_supported(config) -> None:
+    """Raise UnsupportedModelError unless the config is a supported Llama-family model."""
+    if Version(transformers.__version__.split("+")[0]) < MIN_TRANSFORMERS:
+        raise UnsupportedModelError(
+            f"transformers {transformers.__version__} is too old: ILRe needs >= {MIN_TRANSFORMERS} "
+            "(pip install -U transformers)"
+        )
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"model architecture '{model_type}' is not supported: ILRe drives Llama-family "
+            f"decoders ({', '.join(SUPPORTED_MODEL_TYPES)}); pass --model with one of those"
+        )
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """The parts of a causal LM that the streaming prefill and the scorer call directly."""
+
+    model: nn.Module
+    embed: nn.Module
+    layers: nn.ModuleList
+    rotary: nn.Module
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def groups(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+
+def decoder_of(model: nn.Module) -> Decoder:
+    """Locate the embedding, decoder layers and rotary module of a supported causal LM."""
+    config = model.config
+    check_supported(config)
+    base = getattr(model, "model", None)
+    if base is None or not hasattr(base, "layers") or not hasattr(base, "rotary_emb"):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} does not expose .model.layers and .model.rotary_emb: "
+            "load it with AutoModelForCausalLM"
+        )
+    attn = base.layers[0].self_attn
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        if not hasattr(attn, name):
+            raise UnsupportedModelError(f"attention module {type(attn).__name__} has no {name}")
+    return Decoder(
+        model=model,
+        embed=base.embed_tokens,
+        layers=base.layers,
+        rotary=base.rotary_emb,
+        num_heads=config.num_attention_heads,
+        num_kv_heads=config.num_key_value_heads,
+        head_dim=head_dim,
+    )
+
+
+def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """[T, H*D] -> [H, T, D]."""
+    return x.view(x.shape[0], -1, head_dim).transpose(0, 1)
+
+
+def project_keys(layer: nn.Module, normed: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Pre-RoPE keys [Hkv, T, D] of already-normalised hidden states [T, hidden]."""
+    attn = layer.self_attn
+    k = attn.k_proj(normed).view(normed.shape[0], -1, head_dim)
+    if hasattr(attn, "k_norm"):
+        k = attn.k_norm(k)
+    return k.transpose(0, 1)
+
+
+def project_queries(layer: nn.Module, normed: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Pre-RoPE queries [H, T, D]."""
+    attn = layer.self_attn
+    q = attn.q_proj(normed).view(normed.shape[0], -1, head_dim)
+    if hasattr(attn, "q_norm"):
+        q = attn.q_norm(q)
+    return q.transpose(0, 1)
+
+
+def project_values(layer: nn.Module, normed: torch.Tensor, head_dim: int) -> torch.Tensor:
+    return _heads(layer.self_attn.v_proj(normed), head_dim)
+
+
+def input_norm(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    return layer.input_layernorm(hidden)
+
+
+def finish_layer(layer: nn.Module, residual: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+    """Output projection, residual, post-attention norm and MLP: the rest of a decoder layer.
+
+    ``attn_out`` is [H, T, D]; the result is the layer's output hidden states [T, hidden].
+    """
+    t = attn_out.shape[1]
+    hidden = residual + layer.self_attn.o_proj(attn_out.transpose(0, 1).reshape(t, -1))
+    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+
+def rope_tables(dec: Decoder, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [T, D] for integer positions, from the model's own rotary module (any RoPE scaling)."""
+    probe = torch.empty(0, dtype=dtype, device=positions.device)
+    cos, sin = dec.rotary(probe, positions.view(1, -1))
+    return cos[0], sin[0]
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Apply RoPE to [H, T, D] with tables [T, D] (the rotate-half convention of the Llama family)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin

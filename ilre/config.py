@@ -1,0 +1,66 @@
+"""ILRe's parameters, with the defaults chosen by measurement (docs/parameters.md says how)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_INSTRUCTION = (
+    "Below are excerpts of a long document, in their original order. "
+    "Answer the question using them; answer briefly."
+)
+
+
+@dataclass
+class ILReConfig:
+    """Every knob of the pipeline. ``None`` for ``layer`` means: take it from the model's profile."""
+
+    layer: int | None = None
+    """0-based retrieval layer l_R. None: the model's profile, else ~60% of the depth."""
+    budget: int = 256
+    """Context tokens the answer reads. Covering the context gives the plain full-context prompt."""
+    recall_unit: str = "sentence"
+    """'sentence': whole sentences/lines ranked by their best token; 'token': multi-kernel pooling."""
+    kernels: tuple[int, ...] = (1, 7, 31)
+    """Pooling kernel sizes (odd) for recall_unit='token'; each gets a share of the budget."""
+    shares: tuple[float, ...] | None = None
+    """Budget share per kernel; None splits it equally."""
+    pooling: str = "max"
+    """'max' or 'avg' pooling of the scores."""
+    max_unit_tokens: int = 64
+    """Longer sentences/lines are cut into pieces of this many tokens."""
+    sink: int = 4
+    """First tokens every lower layer always attends to (attention sinks)."""
+    window: int = 1024
+    """Recent tokens each lower layer keeps in its sliding window."""
+    chunk_size: int = 512
+    """Tokens per streaming-prefill step."""
+    positions: str = "relative"
+    """Query-key positions for scoring: 'relative' (fixed short distance) or 'absolute'."""
+    distance: int = 256
+    """The fixed query-key distance of positions='relative'."""
+    score_block: int = 32768
+    """Keys scored per block (bounds the scorer's memory)."""
+    instruction: str = DEFAULT_INSTRUCTION
+    """Text put before the context in the user turn; part of the prompt with or without recall."""
+    gap_marker: str = " ... "
+    """Text put between recalled spans that are not adjacent in the original."""
+    max_new_tokens: int = 48
+    """Answer length cap (greedy decoding)."""
+
+    def validate(self) -> None:
+        if self.budget < 1:
+            raise ValueError(f"budget must be at least 1 token, got {self.budget}")
+        if self.recall_unit not in ("sentence", "token"):
+            raise ValueError(f"recall_unit must be 'sentence' or 'token', not {self.recall_unit!r}")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if self.sink < 0 or self.window < 0 or self.chunk_size < 1:
+            raise ValueError("sink and window must be >= 0 and chunk_size >= 1")
+        if self.max_unit_tokens < 1 or self.score_block < 1:
+            raise ValueError("max_unit_tokens and score_block must be >= 1")
+        # The recaller and scorer check their own arguments; build them once to fail early.
+        from .recaller import PoolingRecaller
+        from .scorer import QueryScorer
+
+        PoolingRecaller(self.kernels, self.shares, self.pooling)
+        QueryScorer(self.positions, self.distance, self.score_block)

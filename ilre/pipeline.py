@@ -1,0 +1,184 @@
+"""ILRe end to end: stream the context to the retrieval layer, score, recall, answer at full depth."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from . import arch, loading, profile
+from .answerer import generate
+from .config import ILReConfig
+from .prefiller import StreamingPrefiller, StreamState
+from .prompt import ContextTokens, PromptTemplate, assemble, contiguous_runs, tokenize_context
+from .recaller import PoolingRecaller, UnitRecaller
+from .scorer import QueryScorer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecalledSpan:
+    """A contiguous run of recalled context tokens, as character offsets into the context."""
+
+    start: int
+    end: int
+    tokens: int
+    text: str
+
+
+@dataclass
+class AnswerResult:
+    answer: str
+    answer_tokens: list[int]
+    spans: list[RecalledSpan]
+    layer: int
+    context_tokens: int
+    recalled_tokens: int
+    prompt_tokens: int
+    whole_context: bool
+    """True when the budget covered the whole context, so the answer read all of it."""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EncodedContext:
+    """A context streamed once to the retrieval layer; it can answer many queries."""
+
+    tokens: ContextTokens
+    prefix_ids: torch.Tensor
+    state: StreamState
+    timings: dict[str, float]
+
+
+class ILRe:
+    """Answers questions about long contexts with a Llama-family model.
+
+    >>> ilre = ILRe.from_pretrained()                      # the embedded SmolLM2-135M-Instruct
+    >>> ilre.answer(open("book.txt").read(), "What is the pass key?").answer
+    """
+
+    def __init__(self, model, tokenizer, config: ILReConfig | None = None, name: str = "model",
+                 model_dir: Path | None = None, backend=None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.backend = backend
+        self.decoder = arch.decoder_of(model)
+        config = config or ILReConfig()
+        config.validate()
+        self.profile = profile.find(name, self.decoder.num_layers, model_dir)
+        if config.layer is None:
+            if self.profile is not None:
+                config = replace(config, layer=self.profile.layer)
+                log.info("retrieval layer %d from profile %s", config.layer, self.profile.source)
+            else:
+                config = replace(config, layer=profile.fallback_layer(self.decoder.num_layers))
+                log.warning("no profile for %s: using layer %d; run `python -m layer_probe` to choose one",
+                            name, config.layer)
+        if not 0 <= config.layer < self.decoder.num_layers:
+            raise ValueError(f"layer {config.layer} is out of range: the model has layers "
+                             f"0..{self.decoder.num_layers - 1}")
+        self.config = config
+        self.template = PromptTemplate(tokenizer, config.instruction)
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path | None = None, device: str | None = None,
+                        dtype: str | torch.dtype | None = None, config: ILReConfig | None = None,
+                        **overrides) -> "ILRe":
+        """Load a local model directory, a GGUF file, or (None) the embedded default model.
+
+        ``device`` is 'auto', 'cpu', 'cuda[:N]' or 'npu[:N]'; ``overrides`` set ILReConfig fields.
+        """
+        from device import select_backend
+
+        backend = select_backend(device, dtype)
+        lm, tokenizer, name = loading.load(model, backend.torch_device, backend.dtype, backend.attn_implementation)
+        model_dir = Path(model) if model is not None and Path(model).is_dir() else None
+        return cls(lm, tokenizer, replace(config or ILReConfig(), **overrides), name, model_dir, backend)
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        if self.backend is not None:
+            self.backend.synchronize()
+
+    def encode(self, context: str, progress: bool = False) -> EncodedContext:
+        """Tokenise the context and stream it to the retrieval layer (the O(L) part)."""
+        c = self.config
+        t0 = time.perf_counter()
+        tokens = tokenize_context(self.tokenizer, context)
+        if len(tokens) == 0:
+            raise ValueError("the context is empty: it has no tokens")
+        prefix = self.template.prefix_ids()
+        t1 = time.perf_counter()
+        prefiller = StreamingPrefiller(self.model, c.layer, c.sink, c.window, c.chunk_size, progress)
+        state = prefiller.prefill(torch.cat((prefix, tokens.ids)))
+        self._sync()
+        t2 = time.perf_counter()
+        return EncodedContext(tokens, prefix, state, {"tokenize": t1 - t0, "prefill": t2 - t1})
+
+    def recall(self, encoded: EncodedContext, query_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Context token positions (sorted) that the answer will read, and the stage times."""
+        c = self.config
+        t0 = time.perf_counter()
+        n_ctx = len(encoded.tokens)
+        if c.budget >= n_ctx:
+            return torch.arange(n_ctx), {"score": 0.0, "recall": 0.0}
+        prefiller = StreamingPrefiller(self.model, c.layer, c.sink, c.window, c.chunk_size)
+        queries = prefiller.query_states(encoded.state, query_ids)
+        scorer = QueryScorer(c.positions, c.distance, c.score_block)
+        scores = scorer.score(self.decoder, queries, encoded.state.key_cache)
+        scores = scores[encoded.prefix_ids.numel():].cpu()
+        self._sync()
+        t1 = time.perf_counter()
+        if c.recall_unit == "sentence":
+            recaller = UnitRecaller(kernel=1, max_unit_tokens=c.max_unit_tokens)
+        else:
+            recaller = PoolingRecaller(c.kernels, c.shares, c.pooling)
+        positions = recaller.recall(scores, c.budget, encoded.tokens.unit_starts())
+        return positions, {"score": t1 - t0, "recall": time.perf_counter() - t1}
+
+    def answer(self, context: str | EncodedContext, query: str, answer_prefix: str = "",
+               streamer=None, progress: bool = False) -> AnswerResult:
+        """Answer ``query`` about ``context`` (a string, or one encoded before with ``encode``)."""
+        if not query.strip():
+            raise ValueError("the query is empty")
+        encoded = context if isinstance(context, EncodedContext) else self.encode(context, progress)
+        suffix = self.template.suffix_ids(query, answer_prefix)
+        positions, times = self.recall(encoded, suffix)
+        gap = self.template.encode_text(self.config.gap_marker)
+        prompt = assemble(encoded.prefix_ids, encoded.tokens.ids, positions, suffix, gap)
+        t0 = time.perf_counter()
+        text, new_ids = generate(self.model, self.tokenizer, prompt, self.config.max_new_tokens, streamer)
+        timings = {**encoded.timings, **times, "answer": time.perf_counter() - t0}
+        return AnswerResult(
+            answer=text,
+            answer_tokens=new_ids.tolist(),
+            spans=self._spans(encoded.tokens, positions),
+            layer=self.config.layer,
+            context_tokens=len(encoded.tokens),
+            recalled_tokens=positions.numel(),
+            prompt_tokens=prompt.numel(),
+            whole_context=positions.numel() == len(encoded.tokens),
+            timings=timings,
+        )
+
+    def full_prompt_ids(self, context: str, query: str, answer_prefix: str = "") -> torch.Tensor:
+        """The plain full-context prompt, token for token what a covering budget reads."""
+        tokens = tokenize_context(self.tokenizer, context)
+        return torch.cat((self.template.prefix_ids(), tokens.ids, self.template.suffix_ids(query, answer_prefix)))
+
+    @staticmethod
+    def _spans(tokens: ContextTokens, positions: torch.Tensor) -> list[RecalledSpan]:
+        spans = []
+        for start, end in contiguous_runs(positions):
+            a, b = int(tokens.offsets[start, 0]), int(tokens.offsets[end - 1, 1])
+            spans.append(RecalledSpan(a, b, end - start, tokens.text[a:b]))
+        return spans

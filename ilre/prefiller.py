@@ -1,0 +1,154 @@
+"""Streaming chunked prefill, truncated at the retrieval layer.
+
+The context is fed in chunks. Each layer below the retrieval layer keeps only ``sink`` first
+tokens plus the last ``window`` tokens of K/V (StreamingLLM's Λ-shaped attention), so the cost
+is linear in the context length and memory is bounded. At the retrieval layer only the keys are
+computed, and they are kept for the whole context in a :class:`KeyCache`. Nothing above that
+layer runs on the context.
+
+Positions are relative to the streaming cache: the cached keys are kept before RoPE and rotated
+at 0..n-1 for every chunk, the chunk at n..n+c-1, so no distance ever exceeds
+sink + window + chunk, whatever the context length. When the window covers the whole context
+this is exactly the model's own forward pass.
+
+A chunk's tokens see the sink, the window (the ``window`` tokens before the chunk) and the chunk
+causally: each token sees between ``window`` and ``window + chunk_size`` recent tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import arch
+from .key_cache import KeyCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LayerWindow:
+    """Sink + sliding-window K/V of one layer below the retrieval layer, before RoPE: [Hkv, n, D]."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[1]
+
+
+@dataclass
+class StreamState:
+    """What the streaming prefill leaves behind: the windows below the retrieval layer and its keys."""
+
+    windows: list[LayerWindow]
+    key_cache: KeyCache
+    seen: int = 0
+    chunk_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class StreamingPrefiller:
+    """Runs a Llama-family model on a token stream up to ``layer`` only.
+
+    ``layer`` is 0-based: layers 0..layer-1 run in full with sink + window caches, layer
+    ``layer`` computes keys (for the context) or queries (for the query) and nothing else.
+    """
+
+    model: torch.nn.Module
+    layer: int
+    sink: int = 4
+    window: int = 1024
+    chunk_size: int = 512
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        self.decoder = arch.decoder_of(self.model)
+        n = self.decoder.num_layers
+        if not 0 <= self.layer < n:
+            raise ValueError(f"layer {self.layer} is out of range: the model has layers 0..{n - 1}")
+        if self.sink < 0 or self.window < 0:
+            raise ValueError("sink and window must be >= 0")
+        if self.chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+
+    @property
+    def _param(self) -> torch.Tensor:
+        return self.decoder.embed.weight
+
+    @torch.inference_mode()
+    def prefill(self, input_ids: torch.Tensor) -> StreamState:
+        """Stream ``input_ids`` (1-D) through the lower layers; keep every key of ``layer``."""
+        ids = input_ids.reshape(-1).to(self._param.device)
+        dec = self.decoder
+        empty = self._param.new_empty(dec.num_kv_heads, 0, dec.head_dim)
+        state = StreamState(
+            windows=[LayerWindow(empty, empty) for _ in range(self.layer)],
+            key_cache=KeyCache.allocate(dec.num_kv_heads, ids.numel(), dec.head_dim, self.layer,
+                                        self._param.dtype, self._param.device),
+        )
+        bar = tqdm(total=ids.numel(), unit="tok", desc=f"prefill to layer {self.layer}",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        for start in range(0, ids.numel(), self.chunk_size):
+            chunk = ids[start:start + self.chunk_size]
+            hidden = self._lower_layers(chunk, state.windows, update=True)
+            top = dec.layers[self.layer]
+            state.key_cache.append(arch.project_keys(top, arch.input_norm(top, hidden), dec.head_dim))
+            state.seen += chunk.numel()
+            bar.update(chunk.numel())
+        bar.close()
+        return state
+
+    @torch.inference_mode()
+    def query_states(self, state: StreamState, query_ids: torch.Tensor) -> torch.Tensor:
+        """Pre-RoPE queries [H, T, D] of ``layer`` for tokens that follow the streamed context.
+
+        The windows are read, not updated, so one prefilled context serves many queries.
+        """
+        ids = query_ids.reshape(-1).to(self._param.device)
+        hidden = self._lower_layers(ids, state.windows, update=False)
+        top = self.decoder.layers[self.layer]
+        return arch.project_queries(top, arch.input_norm(top, hidden), self.decoder.head_dim)
+
+    def _lower_layers(self, ids: torch.Tensor, windows: list[LayerWindow], update: bool) -> torch.Tensor:
+        dec = self.decoder
+        hidden = dec.embed(ids)
+        c = ids.numel()
+        n = windows[0].length if windows else 0
+        cos, sin = arch.rope_tables(dec, torch.arange(n + c, device=ids.device), hidden.dtype)
+        # Cached tokens are all visible; the chunk itself is causal.
+        mask = torch.ones(c, n + c, dtype=torch.bool, device=ids.device)
+        mask[:, n:] = torch.ones(c, c, dtype=torch.bool, device=ids.device).tril()
+        for i, layer in enumerate(dec.layers[: self.layer]):
+            normed = arch.input_norm(layer, hidden)
+            q = arch.project_queries(layer, normed, dec.head_dim)
+            k = arch.project_keys(layer, normed, dec.head_dim)
+            v = arch.project_values(layer, normed, dec.head_dim)
+            keys = torch.cat((windows[i].keys, k), dim=1)
+            values = torch.cat((windows[i].values, v), dim=1)
+            out = self._attend(layer, arch.rotate(q, cos[n:], sin[n:]), arch.rotate(keys, cos, sin), values, mask)
+            hidden = arch.finish_layer(layer, hidden, out)
+            if update:
+                windows[i] = self._trim(keys, values)
+        return hidden
+
+    def _attend(self, layer, q, k, v, mask) -> torch.Tensor:
+        g = self.decoder.groups
+        if g > 1:  # grouped-query attention: each KV head serves g query heads
+            k = k.repeat_interleave(g, dim=0)
+            v = v.repeat_interleave(g, dim=0)
+        out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask,
+                                             scale=layer.self_attn.scaling)
+        return out[0]
+
+    def _trim(self, keys: torch.Tensor, values: torch.Tensor) -> LayerWindow:
+        if keys.shape[1] <= self.sink + self.window:
+            return LayerWindow(keys, values)
+        tail = keys.shape[1] - self.window
+        keep = lambda x: torch.cat((x[:, : self.sink], x[:, tail:]), dim=1)  # noqa: E731
+        return LayerWindow(keep(keys), keep(values))

@@ -1,0 +1,107 @@
+"""Prompt layout: where the context sits inside the chat template, as token ids.
+
+The prompt is tokenised in three parts so that the context's tokens are the same in the
+streaming prefill, in the recalled prompt and in a plain full-context prompt:
+
+    prefix  = chat template start + instruction          (streamed with the context)
+    context = the document, with character offsets
+    suffix  = question + chat template end + answer prefix (the query that is scored)
+
+A recalled prompt is prefix + recalled context tokens (a gap marker between non-adjacent
+spans) + suffix; with every context token recalled it is the full prompt exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+_MARK = "\u2063ILRE_CONTEXT\u2063"
+# A unit ends after sentence punctuation followed by space, or at a line break.
+_UNIT_END = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n+")
+
+
+@dataclass
+class ContextTokens:
+    """The tokenised context with character offsets of each token in the original text."""
+
+    text: str
+    ids: torch.Tensor       # [L] long
+    offsets: torch.Tensor   # [L, 2] long, character [start, end) of each token
+
+    def __len__(self) -> int:
+        return self.ids.numel()
+
+    def unit_starts(self) -> torch.Tensor:
+        """Token index of the first token of each sentence or line."""
+        if len(self) == 0:
+            return torch.zeros(0, dtype=torch.long)
+        boundaries = [m.end() for m in _UNIT_END.finditer(self.text)]
+        char_starts = torch.tensor([0, *boundaries], dtype=torch.long)
+        token_starts = torch.searchsorted(self.offsets[:, 0].contiguous(), char_starts)
+        return torch.unique(token_starts.clamp(max=len(self) - 1))
+
+
+def tokenize_context(tokenizer, text: str) -> ContextTokens:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = torch.tensor(enc["input_ids"], dtype=torch.long)
+    offsets = torch.tensor(enc["offset_mapping"], dtype=torch.long).view(-1, 2)
+    return ContextTokens(text, ids, offsets)
+
+
+@dataclass
+class PromptTemplate:
+    """Renders prefix and suffix ids around the context for one tokenizer."""
+
+    tokenizer: object
+    instruction: str = ""
+
+    def _render(self, question: str, answer_prefix: str) -> tuple[str, str]:
+        head = f"{self.instruction}\n\n" if self.instruction else ""
+        user = f"{head}{_MARK}\n\n{question}"
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+        else:
+            bos = self.tokenizer.bos_token or ""
+            text = f"{bos}{user}\n"
+        prefix, suffix = text.split(_MARK)
+        return prefix, suffix + answer_prefix
+
+    def encode_text(self, text: str) -> torch.Tensor:
+        return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+
+    def prefix_ids(self) -> torch.Tensor:
+        return self.encode_text(self._render("", "")[0])
+
+    def suffix_ids(self, question: str, answer_prefix: str = "") -> torch.Tensor:
+        return self.encode_text(self._render(question, answer_prefix)[1])
+
+
+def assemble(prefix: torch.Tensor, context: torch.Tensor, positions: torch.Tensor,
+             suffix: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+    """prefix + context[positions] with ``gap`` between non-adjacent runs + suffix."""
+    parts = [prefix]
+    runs = contiguous_runs(positions)
+    for i, (start, end) in enumerate(runs):
+        if i and gap.numel():
+            parts.append(gap)
+        parts.append(context[start:end])
+    parts.append(suffix)
+    return torch.cat(parts)
+
+
+def contiguous_runs(positions: torch.Tensor) -> list[tuple[int, int]]:
+    """[start, end) runs of consecutive positions in a sorted 1-D tensor."""
+    if positions.numel() == 0:
+        return []
+    pos = positions.tolist()
+    runs, start = [], pos[0]
+    for a, b in zip(pos, pos[1:]):
+        if b != a + 1:
+            runs.append((start, a + 1))
+            start = b
+    runs.append((start, pos[-1] + 1))
+    return runs

@@ -1,0 +1,74 @@
+"""Query scoring: how much attention the query pays to each context key at the retrieval layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import arch
+from .key_cache import KeyCache
+
+POSITION_SCHEMES = ("relative", "absolute")
+
+
+@dataclass
+class QueryScorer:
+    """Per-head softmax(q·Kᵀ/√d) in fp32, averaged over heads and query tokens, one score per key.
+
+    Keys are scored in blocks with a two-pass softmax (log-sum-exp first, then probabilities),
+    so no [query × context] matrix larger than one block ever exists.
+
+    ``positions``:
+      * ``"relative"`` (default): every key is placed at one short fixed ``distance`` before the
+        query. Distances stay inside the trained window at any context length; measured in
+        docs/ to be what makes retrieval work beyond it.
+      * ``"absolute"``: keys at their stream positions, the query right after them, as the model
+        would see them in a full forward pass.
+    """
+
+    positions: str = "relative"
+    distance: int = 256
+    block_size: int = 32768
+
+    def __post_init__(self) -> None:
+        if self.positions not in POSITION_SCHEMES:
+            raise ValueError(f"positions must be one of {POSITION_SCHEMES}, not {self.positions!r}")
+
+    @torch.inference_mode()
+    def score(self, decoder: arch.Decoder, queries: torch.Tensor, cache: KeyCache) -> torch.Tensor:
+        """Scores [L] (fp32) for the ``cache.filled`` keys, given pre-RoPE queries [H, T, D]."""
+        h, t, d = queries.shape
+        length = cache.filled
+        device = queries.device
+        if self.positions == "relative":
+            q_pos = self.distance + torch.arange(t, device=device)
+        else:
+            q_pos = length + torch.arange(t, device=device)
+        cos, sin = arch.rope_tables(decoder, q_pos, torch.float32)
+        q = arch.rotate(queries.float(), cos, sin)
+        scale = cache_scaling(decoder, cache.layer)
+        # Group query heads with their shared KV head: [Hkv, g*T, D].
+        q = q.reshape(decoder.num_kv_heads, decoder.groups * t, d) * scale
+
+        def logits(start: int) -> torch.Tensor:
+            k = cache.keys[:, start:min(start + self.block_size, length)].float()
+            if self.positions == "absolute":
+                kc, ks = arch.rope_tables(decoder, torch.arange(start, start + k.shape[1], device=device),
+                                          torch.float32)
+                k = arch.rotate(k, kc, ks)
+            return q @ k.transpose(1, 2)
+
+        starts = range(0, length, self.block_size)
+        lse = torch.full(q.shape[:2], float("-inf"), device=device)
+        for s in starts:
+            lse = torch.logaddexp(lse, torch.logsumexp(logits(s), dim=-1))
+        scores = torch.empty(length, dtype=torch.float32, device=device)
+        for s in starts:
+            probs = torch.exp(logits(s) - lse[..., None])
+            scores[s:s + probs.shape[-1]] = probs.sum(dim=(0, 1)) / (h * t)
+        return scores
+
+
+def cache_scaling(decoder: arch.Decoder, layer: int) -> float:
+    return float(decoder.layers[layer].self_attn.scaling)

@@ -1,0 +1,75 @@
+"""Tiny random Llama-family models and a byte-level tokenizer, built offline with a fixed seed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast,
+                          Qwen2Config, Qwen3Config)
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIALS = ["<s>", "</s>", "<|user|>", "<|end|>", "<|assistant|>"]
+
+
+def tiny_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
+    """One token per byte, plus a few special tokens: offsets are exact, vocabulary is tiny."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + alphabet)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                  pad_token="</s>", additional_special_tokens=SPECIALS[2:])
+    if chat:
+        tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def _common() -> dict:
+    return dict(vocab_size=len(SPECIALS) + 256, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                bos_token_id=0, eos_token_id=1, pad_token_id=1, tie_word_embeddings=False)
+
+
+CONFIGS = {
+    "llama": lambda: LlamaConfig(**_common()),
+    "qwen2": lambda: Qwen2Config(**_common(), use_sliding_window=False),
+    "qwen3": lambda: Qwen3Config(**_common(), head_dim=16, use_sliding_window=False),
+    "mistral": lambda: MistralConfig(**_common(), sliding_window=None),
+}
+
+
+def tiny_model(kind: str = "llama", seed: int = 0):
+    torch.manual_seed(seed)
+    config = CONFIGS[kind]()
+    config._attn_implementation = "sdpa"
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # Random init at std 0.02 gives near-uniform attention; larger weights make positions matter.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.15)
+    return model.eval()
+
+
+@pytest.fixture(params=list(CONFIGS))
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved tiny Llama with its tokenizer, loadable like any local model directory."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
