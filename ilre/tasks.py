@@ -280,8 +280,8 @@ def passkey(tokenizer_len: TokenLen, length: int, seed: int, *, depth: float | N
             digits: int = 5, haystack: str = "noise", variant: int | None = None,
             phrasing_seed: int | None = None) -> Task:
     """Classic pass-key retrieval: a number of `digits` digits hidden in filler."""
-    if not 1 <= digits <= 64:
-        raise ValueError("digits must be between 1 and 64")
+    if not 5 <= digits <= 64:  # shorter keys could collide with numbers in the prose
+        raise ValueError("digits must be between 5 and 64")
     rng = random.Random(seed)
     drawn = rng.random()  # always drawn, so changing depth leaves everything else alike
     depth = drawn if depth is None else depth
@@ -441,15 +441,24 @@ def cwe(tokenizer_len: TokenLen, length: int, seed: int, *, common: int = 10,
         raise ValueError("common_freq must exceed rare_freq")
     shuffle_seed = rng.getrandbits(64)
 
+    # substring scoring: no listed word may contain, or hide inside, an answer
+    answers: list[str] = []
+    for w in stream.take(4 * common):
+        if len(answers) < common and not any(a in w or w in a for a in answers):
+            answers.append(w)
+    if len(answers) < common:
+        raise ValueError(f"cannot pick {common} distinct common words")
+    skip = 4 * common
+
     def build(n: int) -> str:
-        words = stream.take(common + n)
-        items = words[:common] * f_common + words[common:] * f_rare
+        rare = [w for w in stream.take(skip + n)[skip:]
+                if not any(a in w or w in a for a in answers)]
+        items = answers * f_common + rare * f_rare
         random.Random(shuffle_seed).shuffle(items)
         return head + "\n".join(f"{i}. {w}" for i, w in enumerate(items, 1))
 
     context, tokens, _ = fit(tokenizer_len, length, build, line_tokens * f_rare)
-    answers = stream.take(common)
-    return Task(context, question, prefix, list(answers), "cwe", length, seed, [], None,
+    return Task(context, question, prefix, answers, "cwe", length, seed, [], None,
                 variant=v, tokens=tokens)
 
 
@@ -468,7 +477,9 @@ def fwe(tokenizer_len: TokenLen, length: int, seed: int, *, top: int = 3, alpha:
     def words(n: int) -> list[str]:
         while len(vocab) < n:
             w = pseudo_word(word_rng)
-            if w not in seen:
+            # substring scoring: answers may not contain, or hide inside, other words
+            against = vocab if len(vocab) < top else vocab[:top]
+            if w not in seen and not any(a in w or w in a for a in against):
                 seen.add(w)
                 vocab.append(w)
         return vocab[:n]

@@ -1,0 +1,81 @@
+"""Recaller invariants for any scores: sorted, unique, in range, exactly the budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ilre.recaller import PoolingRecaller, UnitRecaller, split_budget, split_long_units
+
+scores_st = st.lists(st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, width=32), min_size=1, max_size=300)
+kernels_st = st.lists(st.sampled_from([1, 3, 5, 7, 31, 63]), min_size=1, max_size=4).map(tuple)
+
+
+def _check(pos: torch.Tensor, length: int, budget: int) -> None:
+    assert pos.dtype == torch.long
+    assert pos.numel() == min(budget, length)
+    assert torch.equal(pos, torch.unique(pos))  # unique and sorted
+    if pos.numel():
+        assert 0 <= int(pos.min()) and int(pos.max()) < length
+
+
+@settings(max_examples=150, deadline=None)
+@given(scores=scores_st, budget=st.integers(0, 400), kernels=kernels_st, pooling=st.sampled_from(["max", "avg"]))
+def test_pooling_recaller_invariants(scores, budget, kernels, pooling):
+    s = torch.tensor(scores)
+    _check(PoolingRecaller(kernels, pooling=pooling).recall(s, budget), s.numel(), budget)
+
+
+@settings(max_examples=150, deadline=None)
+@given(scores=scores_st, budget=st.integers(0, 400), data=st.data(), max_unit=st.integers(1, 40))
+def test_unit_recaller_invariants(scores, budget, data, max_unit):
+    s = torch.tensor(scores)
+    starts = torch.tensor(sorted(set(data.draw(st.lists(st.integers(0, s.numel() - 1), max_size=30)))), dtype=torch.long)
+    _check(UnitRecaller(max_unit_tokens=max_unit).recall(s, budget, starts), s.numel(), budget)
+
+
+@given(budget=st.integers(0, 10_000), shares=st.lists(st.floats(0.01, 100), min_size=1, max_size=6))
+def test_split_budget_adds_up(budget, shares):
+    quotas = split_budget(budget, tuple(shares))
+    assert sum(quotas) == budget and min(quotas) >= 0
+
+
+def test_single_kernel_takes_the_top_tokens():
+    s = torch.tensor([0.1, 0.9, 0.2, 0.8, 0.0, 0.7])
+    assert PoolingRecaller((1,)).recall(s, 3).tolist() == [1, 3, 5]
+
+
+def test_large_kernel_takes_the_neighbourhood_of_a_peak():
+    s = torch.zeros(50)
+    s[20] = 1.0
+    s[40] = 0.5
+    assert PoolingRecaller((7,)).recall(s, 7).tolist() == list(range(17, 24))
+
+
+def test_multi_kernel_covers_isolated_peaks_and_a_span():
+    s = torch.rand(200, generator=torch.Generator().manual_seed(0)) * 0.01
+    s[[10, 100, 180]] = 1.0
+    pos = PoolingRecaller((1, 9), shares=(1, 3)).recall(s, 12).tolist()
+    assert {10, 100, 180} <= set(pos)
+    assert len(pos) == 12
+
+
+def test_unit_recaller_takes_whole_best_units():
+    s = torch.zeros(30)
+    s[12] = 1.0  # inside the unit [10, 15)
+    starts = torch.tensor([0, 5, 10, 15, 20, 25])
+    assert UnitRecaller().recall(s, 5, starts).tolist() == [10, 11, 12, 13, 14]
+
+
+def test_split_long_units_caps_unit_length():
+    starts = split_long_units(torch.tensor([0, 100]), 130, 40)
+    assert starts.tolist() == [0, 40, 80, 100]
+
+
+@pytest.mark.parametrize("bad", [dict(kernels=(2,)), dict(kernels=()), dict(kernels=(1, 3), shares=(1,)),
+                                 dict(pooling="min")])
+def test_bad_pooling_arguments_are_refused(bad):
+    with pytest.raises(ValueError):
+        PoolingRecaller(**bad)
