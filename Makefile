@@ -7,8 +7,8 @@
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
-EXAMPLE ?= ilre/examples/expedition_log.txt
-QUESTION ?= What is the special magic number for the harbor lantern mentioned in the provided text?
+EXAMPLE ?= ilre/examples/town_chronicle.txt
+QUESTION ?= What is the combination of the old lighthouse safe?
 
 .PHONY: install demo test test-fast clean
 

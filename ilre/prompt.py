@@ -40,7 +40,9 @@ class ContextTokens:
             return torch.zeros(0, dtype=torch.long)
         boundaries = [m.end() for m in _UNIT_END.finditer(self.text)]
         char_starts = torch.tensor([0, *boundaries], dtype=torch.long)
-        token_starts = torch.searchsorted(self.offsets[:, 0].contiguous(), char_starts)
+        # The unit starts at the token that holds its first character (tokens often carry the
+        # space before a word, so that token may begin before the boundary).
+        token_starts = torch.searchsorted(self.offsets[:, 1].contiguous(), char_starts, right=True)
         return torch.unique(token_starts.clamp(max=len(self) - 1))
 
 

@@ -144,3 +144,14 @@ def test_small_budget_reads_only_the_recalled_tokens(tokenizer, unit):
     starts = [s.start for s in result.spans]
     assert starts == sorted(starts)
     assert result.prompt_tokens < result.context_tokens
+
+
+def test_units_start_at_sentence_boundaries(tokenizer):
+    from ilre.prompt import tokenize_context
+
+    text = "One two. Three four!\nFive six? Seven"
+    tokens = tokenize_context(tokenizer, text)
+    starts = tokens.unit_starts().tolist()
+    firsts = [text[int(tokens.offsets[i, 0]):int(tokens.offsets[i, 1])] for i in starts]
+    assert starts[0] == 0 and len(starts) == 4
+    assert firsts == ["O", "T", "F", "S"]
