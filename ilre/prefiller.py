@@ -49,7 +49,8 @@ class StreamState:
     windows: list[LayerWindow]
     key_cache: KeyCache
     seen: int = 0
-    chunk_seconds: list[float] = field(default_factory=list)
+    captured: dict[int, KeyCache] = field(default_factory=dict)
+    """Keys of lower layers kept too (``capture``), for the layer probe."""
 
 
 @dataclass
@@ -82,21 +83,27 @@ class StreamingPrefiller:
         return self.decoder.embed.weight
 
     @torch.inference_mode()
-    def prefill(self, input_ids: torch.Tensor) -> StreamState:
-        """Stream ``input_ids`` (1-D) through the lower layers; keep every key of ``layer``."""
+    def prefill(self, input_ids: torch.Tensor, capture: tuple[int, ...] = ()) -> StreamState:
+        """Stream ``input_ids`` (1-D) through the lower layers; keep every key of ``layer``.
+
+        ``capture`` names lower layers whose keys are kept as well, so that one pass serves a
+        comparison of many candidate layers.
+        """
         ids = input_ids.reshape(-1).to(self._param.device)
         dec = self.decoder
         empty = self._param.new_empty(dec.num_kv_heads, 0, dec.head_dim)
+        allocate = lambda layer: KeyCache.allocate(dec.num_kv_heads, ids.numel(), dec.head_dim, layer,  # noqa: E731
+                                                   self._param.dtype, self._param.device)
         state = StreamState(
             windows=[LayerWindow(empty, empty) for _ in range(self.layer)],
-            key_cache=KeyCache.allocate(dec.num_kv_heads, ids.numel(), dec.head_dim, self.layer,
-                                        self._param.dtype, self._param.device),
+            key_cache=allocate(self.layer),
+            captured={i: allocate(i) for i in sorted(set(capture)) if i < self.layer},
         )
         bar = tqdm(total=ids.numel(), unit="tok", desc=f"prefill to layer {self.layer}",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
         for start in range(0, ids.numel(), self.chunk_size):
             chunk = ids[start:start + self.chunk_size]
-            hidden = self._lower_layers(chunk, state.windows, update=True)
+            hidden = self._lower_layers(chunk, state.windows, update=True, keys_out=state.captured)
             top = dec.layers[self.layer]
             state.key_cache.append(arch.project_keys(top, arch.input_norm(top, hidden), dec.head_dim))
             state.seen += chunk.numel()
@@ -110,12 +117,21 @@ class StreamingPrefiller:
 
         The windows are read, not updated, so one prefilled context serves many queries.
         """
-        ids = query_ids.reshape(-1).to(self._param.device)
-        hidden = self._lower_layers(ids, state.windows, update=False)
-        top = self.decoder.layers[self.layer]
-        return arch.project_queries(top, arch.input_norm(top, hidden), self.decoder.head_dim)
+        return self.query_states_by_layer(state, query_ids)[self.layer]
 
-    def _lower_layers(self, ids: torch.Tensor, windows: list[LayerWindow], update: bool) -> torch.Tensor:
+    @torch.inference_mode()
+    def query_states_by_layer(self, state: StreamState, query_ids: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Pre-RoPE queries of ``layer`` and of every captured layer, from one pass."""
+        ids = query_ids.reshape(-1).to(self._param.device)
+        queries: dict[int, torch.Tensor] = {i: None for i in state.captured}
+        hidden = self._lower_layers(ids, state.windows, update=False, queries_out=queries)
+        top = self.decoder.layers[self.layer]
+        queries[self.layer] = arch.project_queries(top, arch.input_norm(top, hidden), self.decoder.head_dim)
+        return queries
+
+    def _lower_layers(self, ids: torch.Tensor, windows: list[LayerWindow], update: bool,
+                      keys_out: dict[int, KeyCache] | None = None,
+                      queries_out: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         dec = self.decoder
         hidden = dec.embed(ids)
         c = ids.numel()
@@ -129,6 +145,10 @@ class StreamingPrefiller:
             q = arch.project_queries(layer, normed, dec.head_dim)
             k = arch.project_keys(layer, normed, dec.head_dim)
             v = arch.project_values(layer, normed, dec.head_dim)
+            if keys_out and i in keys_out:
+                keys_out[i].append(k)
+            if queries_out is not None and i in queries_out:
+                queries_out[i] = q
             keys = torch.cat((windows[i].keys, k), dim=1)
             values = torch.cat((windows[i].values, v), dim=1)
             out = self._attend(layer, arch.rotate(q, cos[n:], sin[n:]), arch.rotate(keys, cos, sin), values, mask)

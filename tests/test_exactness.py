@@ -155,3 +155,16 @@ def test_units_start_at_sentence_boundaries(tokenizer):
     firsts = [text[int(tokens.offsets[i, 0]):int(tokens.offsets[i, 1])] for i in starts]
     assert starts[0] == 0 and len(starts) == 4
     assert firsts == ["O", "T", "F", "S"]
+
+
+def test_captured_layers_match_their_own_truncated_runs():
+    model = tiny_model("llama")
+    ids, query = _ids(70, seed=8), _ids(6, seed=9)
+    deep = StreamingPrefiller(model, 3, window=16, chunk_size=8)
+    state = deep.prefill(ids, capture=(1, 2))
+    queries = deep.query_states_by_layer(state, query)
+    for layer in (1, 2):
+        own = StreamingPrefiller(model, layer, window=16, chunk_size=8)
+        own_state = own.prefill(ids)
+        torch.testing.assert_close(state.captured[layer].keys, own_state.key_cache.keys)
+        torch.testing.assert_close(queries[layer], own.query_states(own_state, query))
