@@ -1,0 +1,112 @@
+"""Choose ILRe's recall defaults by measurement on held-out tasks.
+
+    python scripts/tune_defaults.py --lengths 4000,16000 --samples 3 --out results/tune
+
+Each task is encoded once (the streaming prefill is the expensive part); every recall setting
+in the grid then re-scores and answers from that one encoding. Seeds are disjoint from the
+tests' and the bundled example's, and the grid's winner is what ILReConfig's defaults record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ilre.config import ILReConfig
+from ilre.pipeline import ILRe
+from ilre.tasks import generate, score, tokenizer_len_for
+
+TASKS = ["passkey", "niah_single_prose", "niah_multikey", "niah_multivalue", "vt"]
+
+
+def grid() -> list[dict]:
+    rows = []
+    for unit, budget in itertools.product(["sentence", "token"], [128, 256, 512]):
+        for positions, distance in [("relative", 16), ("relative", 256), ("absolute", 0)]:
+            rows.append(dict(recall_unit=unit, budget=budget, positions=positions, distance=distance))
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", default="4000,16000", help="comma-separated context lengths in tokens")
+    p.add_argument("--samples", type=int, default=2, help="samples per task and length")
+    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
+    p.add_argument("--layer", type=int, default=None, help="retrieval layer (default: the profile's)")
+    p.add_argument("--window", type=int, default=ILReConfig.window, help="streaming window")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--seed", type=int, default=9001, help="base seed (held out from tests and examples)")
+    p.add_argument("--out", type=Path, default=Path("results/tune"), help="output folder")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_path = args.out / "rows.jsonl"
+    done = set()
+    if log_path.exists():
+        done = {(r["task"], r["length"], r["sample"], json.dumps(r["setting"], sort_keys=True))
+                for r in map(json.loads, log_path.open())}
+    ilre = ILRe.from_pretrained(device="cpu", layer=args.layer, window=args.window, max_new_tokens=24)
+    base = ilre.config
+    count = tokenizer_len_for(ilre.tokenizer)
+    jobs = [(t, int(n), s) for n in args.lengths.split(",") for t in args.tasks.split(",") for s in range(args.samples)]
+    with log_path.open("a") as log:
+        for name, length, sample in tqdm(jobs, desc="tasks"):
+            settings = [g for g in grid() if (name, length, sample, json.dumps(g, sort_keys=True)) not in done]
+            if not settings:
+                continue
+            task = generate(name, count, length, seed=args.seed + 1000 * sample + length % 997,
+                            depth=(sample + 0.5) / args.samples, phrasing_seed=args.seed + sample)
+            t0 = time.perf_counter()
+            ilre.config = base
+            encoded = ilre.encode(task.context)
+            prefill = time.perf_counter() - t0
+            for setting in settings:
+                ilre.config = replace(base, **setting)
+                result = ilre.answer(encoded, task.question, task.answer_prefix)
+                row = dict(task=name, length=length, sample=sample, setting=setting, tokens=result.context_tokens,
+                           correct=score(result.answer, task),
+                           recalled=any(a in " ".join(s.text for s in result.spans) for a in task.answers),
+                           answer=result.answer, prefill=prefill, window=args.window, layer=base.layer)
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+    summarize(log_path, args.out / "table.md")
+
+
+def summarize(log_path: Path, out: Path) -> None:
+    rows = [json.loads(line) for line in log_path.open()]
+    by = {}
+    for r in rows:
+        key = (json.dumps(r["setting"], sort_keys=True), r["length"])
+        by.setdefault(key, []).append(r)
+    lengths = sorted({r["length"] for r in rows})
+    settings = sorted({k[0] for k in by})
+    lines = ["| setting | " + " | ".join(f"{n} acc (recall)" for n in lengths) + " | mean acc |",
+             "|---|" + "---|" * (len(lengths) + 1)]
+    ranked = []
+    for s in settings:
+        cells, accs = [], []
+        for n in lengths:
+            rs = by.get((s, n), [])
+            acc = sum(r["correct"] for r in rs) / max(len(rs), 1)
+            rec = sum(r["recalled"] for r in rs) / max(len(rs), 1)
+            accs.append(acc)
+            cells.append(f"{acc:.2f} ({rec:.2f}) n={len(rs)}")
+        ranked.append((sum(accs) / len(accs), s, cells))
+    for mean, s, cells in sorted(ranked, reverse=True):
+        d = json.loads(s)
+        name = f"{d['recall_unit']} b={d['budget']} {d['positions']}" + (f" d={d['distance']}" if d["positions"] == "relative" else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean:.3f} |")
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
