@@ -38,6 +38,7 @@ from .needles import NeedleSpec, make_task, needle_mask
 log = logging.getLogger(__name__)
 
 MODES = ("sentence", "single", "multi")
+DIGITS = 4
 
 
 class Recaller(Protocol):
@@ -81,7 +82,7 @@ class SampleResult:
     def to_dict(self) -> dict:
         return {**self.spec.to_dict(), "tokens": self.tokens, "needle_tokens": self.needle_tokens,
                 "seconds": round(self.seconds, 2),
-                "recall": {m: [round(r, 4) for r in v] for m, v in self.recall.items()}}
+                "recall": {m: [round(r, DIGITS) for r in v] for m, v in self.recall.items()}}
 
 
 class LayerProbe:
@@ -161,7 +162,8 @@ class RecallTable:
         modes = list(results[0].recall)
 
         def average(group: list[SampleResult], mode: str) -> list[float]:
-            return [fmean(r.recall[mode][i] for r in group) for i in range(len(layers))]
+            # Rounded to 0.01 points: what the profile states is exactly what the choice was made on.
+            return [round(fmean(r.recall[mode][i] for r in group), DIGITS) for i in range(len(layers))]
 
         def grouped(key) -> dict[str, dict[int, list[float]]]:
             groups: dict[int, list[SampleResult]] = {}
@@ -178,8 +180,7 @@ class RecallTable:
         )
 
     def to_dict(self) -> dict:
-        rounded = lambda v: [round(x, 4) for x in v]  # noqa: E731
-        return {m: {"mean": rounded(self.mean[m]),
-                    "by_length": {str(k): rounded(v) for k, v in self.by_length[m].items()},
-                    "by_key_digits": {str(k): rounded(v) for k, v in self.by_digits[m].items()}}
+        return {m: {"mean": self.mean[m],
+                    "by_length": {str(k): v for k, v in self.by_length[m].items()},
+                    "by_key_digits": {str(k): v for k, v in self.by_digits[m].items()}}
                 for m in self.mean}
