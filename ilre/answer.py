@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # The one-time conversion of a GGUF model takes tens of seconds: say so.
+    logging.getLogger("ilre.loading").setLevel(logging.INFO)
     if not args.verbose:  # keep transformers' own load-time chatter off the user's terminal
         from transformers.utils import logging as hf_logging
         hf_logging.set_verbosity_error()

@@ -75,7 +75,7 @@ def convert_gguf(path: Path, name: str | None = None) -> Path:
 
     config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
     check_supported(config)
-    log.info("converting %s once into %s (later loads are fast)", path.name, out)
+    log.info("converting %s once into %s (about 30 s; later loads take seconds)", path.name, out)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     tmp = out.with_name(out.name + ".partial")

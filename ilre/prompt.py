@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 
 _MARK = "\u2063ILRE_CONTEXT\u2063"
-# A unit ends after sentence punctuation followed by space, or at a line break.
-_UNIT_END = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n+")
+# A unit ends after . ! or ? followed by space, or at a line break. Not after a colon:
+# "the number for X is: 1298782." must stay one unit with its answer.
+_UNIT_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
 
 
 @dataclass
