@@ -87,31 +87,28 @@ def decoder_of(model: nn.Module) -> Decoder:
     )
 
 
-def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """[T, H*D] -> [H, T, D]."""
-    return x.view(x.shape[0], -1, head_dim).transpose(0, 1)
+def _project(linear: nn.Module, norm: nn.Module | None, normed: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """[T, hidden] -> [H, T, D] through a projection and, for Qwen3, its per-head RMSNorm."""
+    x = linear(normed).view(normed.shape[0], -1, head_dim)
+    if norm is not None:
+        x = norm(x)
+    return x.transpose(0, 1)
 
 
 def project_keys(layer: nn.Module, normed: torch.Tensor, head_dim: int) -> torch.Tensor:
     """Pre-RoPE keys [Hkv, T, D] of already-normalised hidden states [T, hidden]."""
     attn = layer.self_attn
-    k = attn.k_proj(normed).view(normed.shape[0], -1, head_dim)
-    if hasattr(attn, "k_norm"):
-        k = attn.k_norm(k)
-    return k.transpose(0, 1)
+    return _project(attn.k_proj, getattr(attn, "k_norm", None), normed, head_dim)
 
 
 def project_queries(layer: nn.Module, normed: torch.Tensor, head_dim: int) -> torch.Tensor:
     """Pre-RoPE queries [H, T, D]."""
     attn = layer.self_attn
-    q = attn.q_proj(normed).view(normed.shape[0], -1, head_dim)
-    if hasattr(attn, "q_norm"):
-        q = attn.q_norm(q)
-    return q.transpose(0, 1)
+    return _project(attn.q_proj, getattr(attn, "q_norm", None), normed, head_dim)
 
 
 def project_values(layer: nn.Module, normed: torch.Tensor, head_dim: int) -> torch.Tensor:
-    return _heads(layer.self_attn.v_proj(normed), head_dim)
+    return _project(layer.self_attn.v_proj, None, normed, head_dim)
 
 
 def input_norm(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
