@@ -1,0 +1,385 @@
+"""Run every system on the same tasks with the same model, resumably, timing each answer.
+
+One results folder holds:
+  settings.json      what the rows depend on (model, layer, budget, ...); a folder is never
+                     mixed with rows made under other settings
+  tasks.jsonl        the tasks (context, question, answer prefix, expected answers, ...)
+  predictions.jsonl  one row per (task, system), appended as soon as it is computed; a row
+                     already there is never recomputed, so an interrupted run just resumes
+
+Work is shared where the systems share it: the ILRe variants answer from one streaming
+prefill per task, and full context and the SnapKV-style recall from one full-depth pass.
+The time and memory of a shared stage are charged in full to every system that needs it,
+so each row reads as the cost of answering one question about a fresh context.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import psutil
+import torch
+from tqdm.auto import tqdm
+
+from ..answerer import generate
+from ..prompt import tokenize_context
+from ..tasks import Task, score, score_share
+from .baselines import BM25Chunks, Sample, SnapKVStyle, StreamingLLM, full_pass, greedy_continue
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+OVER_LENGTH = "skipped (over length cap)"
+OVER_TIME = "skipped (over time cap)"
+
+
+@dataclass(frozen=True)
+class System:
+    """One column of the table: a name, a label and how it chooses what to read."""
+
+    name: str
+    label: str
+    kind: str  # "ilre", "full", "snapkv" or "select"
+    ilre: dict[str, Any] = field(default_factory=dict)
+    """ILReConfig overrides of an ILRe variant."""
+    selector: Any = None
+    """StreamingLLM / BM25Chunks for kind 'select', SnapKVStyle for kind 'snapkv'."""
+
+    @property
+    def capped(self) -> bool:
+        """Needs a full-depth pass over the whole context, O(L²): skipped beyond the caps."""
+        return self.kind in ("full", "snapkv")
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.ilre, **({"selector": repr(self.selector)} if self.selector else {})}
+
+
+SYSTEMS: dict[str, System] = {s.name: s for s in (
+    System("full", "Full context", "full"),
+    System("ilre", "ILRe (sentences)", "ilre", {"recall_unit": "sentence"}),
+    System("ilre-mk", "ILRe (kernels 1,7,31)", "ilre", {"recall_unit": "token", "kernels": (1, 7, 31)}),
+    System("ilre-k7", "ILRe (kernel 7)", "ilre", {"recall_unit": "token", "kernels": (7,)}),
+    System("snapkv", "SnapKV-style", "snapkv", selector=SnapKVStyle(kernel=7, aggregate="votes")),
+    System("snapkv-mean", "SnapKV-style (mean)", "snapkv", selector=SnapKVStyle(kernel=7, aggregate="mean")),
+    System("streaming", "StreamingLLM", "select", selector=StreamingLLM(sink=4)),
+    System("rag", "RAG (BM25)", "select", selector=BM25Chunks(chunk_tokens=64)),
+)}
+DEFAULT_SYSTEMS = ("full", "ilre", "ilre-mk", "ilre-k7", "snapkv", "streaming", "rag")
+
+
+def task_key(task: Task) -> str:
+    """Identifies a task by name, length, seed and content (a changed generator makes a new key)."""
+    digest = hashlib.blake2b(json.dumps([task.context, task.question, task.answer_prefix, task.answers])
+                             .encode(), digest_size=4).hexdigest()
+    return f"{task.task}|{task.length}|{task.seed}|{digest}"
+
+
+# ---------------------------------------------------------------------------------------
+# memory
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS, so the next baseline RSS is not inflated."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+class PeakMemory:
+    """Peak resident memory of this process during a block, sampled every ``interval`` s.
+
+    The process-lifetime peak (``ru_maxrss``) cannot be reset, so a background thread samples
+    RSS instead; ``peak_mib`` is the highest sample above ``base`` (RSS at entry, or a baseline
+    passed in when several blocks make one system's work). Short spikes between samples
+    can be missed.
+    """
+
+    def __init__(self, base: int | None = None, interval: float = 0.005):
+        self._proc = psutil.Process()
+        self.interval = interval
+        self.base = base
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _rss(self) -> int:
+        return self._proc.memory_info().rss
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> "PeakMemory":
+        if self.base is None:
+            _trim_heap()
+            self.base = self._rss()
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def peak_mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+# ---------------------------------------------------------------------------------------
+# the store
+
+
+@dataclass
+class Store:
+    """The results folder: settings, tasks and the append-only predictions file."""
+
+    folder: Path
+
+    @property
+    def predictions(self) -> Path:
+        return self.folder / "predictions.jsonl"
+
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        """Record settings.json, or fail when the folder holds rows made under other settings.
+
+        Only settings known to both are compared, so systems can be added to a folder later.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / "settings.json"
+        settings = json.loads(json.dumps(settings))  # tuples become lists, as read back
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        diff = sorted(k for k in set(old) & set(settings) if old[k] != settings[k])
+        if diff and self.predictions.is_file() and self.predictions.stat().st_size:
+            k = diff[0]
+            raise ValueError(f"{self.folder} holds results made with other settings ({k}: "
+                             f"{old[k]!r}, now {settings[k]!r}): pass another --out")
+        # settings not compared (a system first run now) are added
+        path.write_text(json.dumps({**old, **settings}, indent=2) + "\n")
+
+    def rows(self) -> dict[tuple[str, str], dict]:
+        """Rows by (task key, system); a later row for the same pair replaces an earlier one."""
+        out: dict[tuple[str, str], dict] = {}
+        if self.predictions.is_file():
+            with open(self.predictions, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        try:
+                            row = json.loads(line)
+                        except json.JSONDecodeError:  # a line cut short by an interruption
+                            continue
+                        out[(row["key"], row["system"])] = row
+        return out
+
+    def append(self, row: dict) -> None:
+        with open(self.predictions, "ab+") as f:
+            if f.seek(0, 2) and (f.seek(-1, 2), f.read(1))[1] != b"\n":
+                f.write(b"\n")  # end a line cut short by an interruption, so it stays one bad line
+            f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def finished(row: dict | None) -> bool:
+    """Computed rows are final; skipped and failed rows are looked at again on the next run."""
+    return row is not None and row["status"] == OK
+
+
+# ---------------------------------------------------------------------------------------
+# the runner
+
+
+@dataclass
+class Runner:
+    """Answers every task with every system and appends one row per (task, system)."""
+
+    ilre: Any  # ilre.pipeline.ILRe
+    store: Store
+    systems: list[System]
+    max_context_tokens: int = 16384
+    """Full context and SnapKV-style are skipped on longer contexts (their cost is O(L²))."""
+    max_seconds: float = 600.0
+    """... and at every length above one where a sample of theirs took longer than this."""
+    threads: int = 1
+    progress: bool = True
+
+    @property
+    def budget(self) -> int:
+        return self.ilre.config.budget
+
+    def run(self, tasks: Iterable[Task]) -> dict[tuple[str, str], dict]:
+        tasks = sorted(tasks, key=lambda t: (t.length, t.task, t.seed))
+        rows = self.store.rows()
+        total = len(tasks) * len(self.systems)
+        done = sum(finished(rows.get((task_key(t), s.name))) for t in tasks for s in self.systems)
+        if done < total:
+            self.warm_up()
+        bar = tqdm(total=total, initial=done, unit="answer", desc="evaluate", disable=not self.progress,
+                   dynamic_ncols=True)
+        for task in tasks:
+            key = task_key(task)
+            todo = [s for s in self.systems if not finished(rows.get((key, s.name)))]
+            if not todo:
+                continue
+            bar.set_postfix_str(f"{task.task} {task.length // 1024}K")
+            for row in self._answer(task, key, todo, rows):
+                rows[(key, row["system"])] = row
+                self.store.append(row)
+                bar.update(1)
+        bar.close()
+        return rows
+
+    def warm_up(self) -> None:
+        """One untimed pass through each code path: one-time allocations are not charged to a row."""
+        text = "The grass is green. The sky is blue. " * 40
+        encoded = self.ilre.encode(text)
+        self.ilre.answer(encoded, "What colour is the sky?")
+        sample = self._sample(Task(text, "What colour is the sky?", "", [], "warm-up", 0, 0))
+        p = sample.prefix.numel()
+        fp = full_pass(self.ilre.model, sample.full_prompt(), sample.suffix.numel(), (p, p + len(sample.tokens)))
+        greedy_continue(self.ilre.model, self.ilre.tokenizer, fp.cache, fp.last_logits, 4)
+
+    # -- one task -------------------------------------------------------------------------
+
+    def _answer(self, task: Task, key: str, todo: list[System], rows: dict) -> Iterable[dict]:
+        base = dict(key=key, task=task.task, length=task.length, seed=task.seed, tokens=task.tokens,
+                    answers=task.answers, threads=self.threads)
+        t0 = time.perf_counter()
+        sample = self._sample(task)
+        tokenize = time.perf_counter() - t0
+
+        def row(system: System, status: str = OK, **fields) -> dict:
+            return {**base, "system": system.name, "status": status, **fields}
+
+        ilre_variants = [s for s in todo if s.kind == "ilre"]
+        capped = [s for s in todo if s.capped]
+        selecting = [s for s in todo if s.kind == "select"]
+        if ilre_variants:
+            yield from self._guard(ilre_variants, row, lambda: self._ilre(task, sample, ilre_variants, row))
+        if capped:
+            reason = self._over_cap(task, rows)
+            if reason:
+                for s in capped:
+                    yield row(s, reason)
+            else:
+                yield from self._guard(capped, row, lambda: self._full(task, sample, tokenize, capped, row))
+        for s in selecting:
+            yield from self._guard([s], row, lambda s=s: [self._select(task, sample, tokenize, s, row)])
+
+    def _guard(self, systems: list[System], row: Callable, work: Callable[[], Iterable[dict]]) -> Iterable[dict]:
+        """Rows of ``work``; a failure becomes an error row for the systems not yet answered."""
+        answered = set()
+        try:
+            for r in work():
+                answered.add(r["system"])
+                yield r
+        except (RuntimeError, ValueError, MemoryError) as exc:
+            log.warning("%s failed: %s", ",".join(s.name for s in systems), exc)
+            for s in systems:
+                if s.name not in answered:
+                    yield row(s, f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+
+    def _sample(self, task: Task) -> Sample:
+        t = self.ilre.template
+        return Sample(tokenize_context(self.ilre.tokenizer, task.context), t.prefix_ids(),
+                      t.suffix_ids(task.question, task.answer_prefix),
+                      t.encode_text(self.ilre.config.gap_marker), task.question)
+
+    def _over_cap(self, task: Task, rows: dict) -> str | None:
+        if task.tokens > self.max_context_tokens:
+            return OVER_LENGTH
+        slow = [r for r in rows.values() if r["status"] == OK and r["system"] in ("full", "snapkv", "snapkv-mean")
+                and r["length"] < task.length and r.get("stages", {}).get("full_pass", 0) > self.max_seconds]
+        return OVER_TIME if slow else None
+
+    def _result(self, task: Task, kept: tuple[str, int], prediction: str, prompt_tokens: int,
+                seconds: float, peak_mib: float, stages: dict[str, float]) -> dict:
+        """Row fields; ``kept`` is the context text the system read and its token count."""
+        return dict(prediction=prediction, correct=score(prediction, task), share=score_share(prediction, task),
+                    kept_tokens=kept[1], kept_answers=score_share(kept[0], task), prompt_tokens=prompt_tokens,
+                    time_s=round(seconds, 3), peak_mib=round(peak_mib, 1),
+                    stages={k: round(v, 3) for k, v in stages.items()})
+
+    def _kept(self, sample: Sample, positions: torch.Tensor) -> tuple[str, int]:
+        return sample.kept_text(positions, self.ilre.config.gap_marker), int(positions.numel())
+
+    def _generate(self, prompt: torch.Tensor) -> str:
+        text, _ = generate(self.ilre.model, self.ilre.tokenizer, prompt, self.ilre.config.max_new_tokens)
+        return text
+
+    def _ilre(self, task: Task, sample: Sample, variants: list[System], row: Callable) -> Iterable[dict]:
+        """The ILRe variants, answering from one streaming prefill."""
+        with PeakMemory() as enc_mem:
+            t0 = time.perf_counter()
+            encoded = self.ilre.encode(task.context)
+            encode_s = time.perf_counter() - t0
+        for system in variants:
+            variant = copy.copy(self.ilre)  # same model and template, another recall configuration
+            variant.config = replace(self.ilre.config, **system.ilre)
+            with PeakMemory(base=enc_mem.base) as mem:
+                t0 = time.perf_counter()
+                result = variant.answer(encoded, task.question, task.answer_prefix)
+                answer_s = time.perf_counter() - t0
+            kept = self.ilre.config.gap_marker.join(span.text for span in result.spans)
+            yield row(system, **self._result(
+                task, (kept, result.recalled_tokens), result.answer, result.prompt_tokens, encode_s + answer_s,
+                max(enc_mem.peak, mem.peak) / 2**20 - enc_mem.base / 2**20, result.timings))
+
+    def _full(self, task: Task, sample: Sample, tokenize: float, systems: list[System],
+              row: Callable) -> Iterable[dict]:
+        """Full context and the SnapKV-style recall, from one full-depth pass."""
+        p = sample.prefix.numel()
+        keep_cache = any(s.kind == "full" for s in systems)
+        with PeakMemory() as pass_mem:
+            fp = full_pass(self.ilre.model, sample.full_prompt(), sample.suffix.numel(), (p, p + len(sample.tokens)))
+            if not keep_cache:
+                fp.cache = None
+        pass_peak = pass_mem.peak_mib
+        for system in systems:
+            if system.kind == "full":
+                with PeakMemory(base=pass_mem.base) as mem:
+                    t0 = time.perf_counter()
+                    text, _ = greedy_continue(self.ilre.model, self.ilre.tokenizer, fp.cache, fp.last_logits,
+                                              self.ilre.config.max_new_tokens)
+                    decode = time.perf_counter() - t0
+                fp.cache = None  # the full KV cache is not needed by anything else
+                prefill = fp.seconds - fp.probe_seconds  # the attention probe is SnapKV's work
+                yield row(system, **self._result(
+                    task, (task.context, len(sample.tokens)), text, sample.full_prompt().numel(), tokenize + prefill + decode,
+                    max(pass_peak, mem.peak_mib), {"tokenize": tokenize, "full_pass": prefill, "answer": decode}))
+        for system in systems:
+            if system.kind == "snapkv":
+                with PeakMemory() as mem:
+                    t0 = time.perf_counter()
+                    positions = system.selector.select(fp.window_attention, self.budget)
+                    t1 = time.perf_counter()
+                    prompt = sample.prompt(positions)
+                    text = self._generate(prompt)
+                    t2 = time.perf_counter()
+                yield row(system, **self._result(
+                    task, self._kept(sample, positions), text, prompt.numel(), tokenize + fp.seconds + (t2 - t0),
+                    max(pass_peak, mem.peak_mib), {"tokenize": tokenize, "full_pass": fp.seconds,
+                                                   "recall": t1 - t0, "answer": t2 - t1}))
+
+    def _select(self, task: Task, sample: Sample, tokenize: float, system: System, row: Callable) -> dict:
+        """A system that chooses from the text alone (StreamingLLM, RAG), then answers."""
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            positions = system.selector.select(sample, self.budget)
+            t1 = time.perf_counter()
+            prompt = sample.prompt(positions)
+            text = self._generate(prompt)
+            t2 = time.perf_counter()
+        return row(system, **self._result(task, self._kept(sample, positions), text, prompt.numel(), tokenize + t2 - t0,
+                                          mem.peak_mib, {"tokenize": tokenize, "recall": t1 - t0, "answer": t2 - t1}))
+

@@ -1,0 +1,136 @@
+"""The results table (markdown) and plot (PNG) from the prediction rows of a results folder."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+from typing import Any, Iterable
+
+from .harness import OK, System
+
+
+def length_label(tokens: int) -> str:
+    """1024 -> '1K', 131072 -> '128K'; other lengths as they are."""
+    return f"{tokens // 1024}K" if tokens % 1024 == 0 else str(tokens)
+
+
+def _group(rows: Iterable[dict], *fields: str) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        out[tuple(r[f] for f in fields)].append(r)
+    return out
+
+
+def _cell(rows: list[dict], value, fmt: str) -> str:
+    """A table cell: ``value`` of the computed rows, else why there are none."""
+    ok = [r for r in rows if r["status"] == OK]
+    if ok:
+        return fmt.format(value(ok))
+    if not rows:
+        return "–"
+    if any(r["status"].startswith("skipped") for r in rows):
+        return rows[0]["status"] if len({r["status"] for r in rows}) == 1 else "skipped (over cap)"
+    return "error"
+
+
+def accuracy(rows: list[dict]) -> float:
+    return 100.0 * mean(r["correct"] for r in rows)
+
+
+def kept(rows: list[dict]) -> float:
+    return 100.0 * mean(r["kept_answers"] for r in rows)
+
+
+def seconds(rows: list[dict]) -> float:
+    return mean(r["time_s"] for r in rows)
+
+
+def memory(rows: list[dict]) -> float:
+    return max(r["peak_mib"] for r in rows)
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in body]
+
+
+def markdown(rows: list[dict], systems: list[System], meta: dict[str, Any]) -> str:
+    """Accuracy, answers kept, time and memory per system and length; accuracy per task."""
+    lengths = sorted({r["length"] for r in rows})
+    by_cell = _group(rows, "system", "length")
+    per_length = {n: len({r["key"] for r in rows if r["length"] == n}) for n in lengths}
+    header = ["system"] + [f"{length_label(n)} (n={per_length[n]})" for n in lengths]
+
+    def summary(value, fmt: str) -> list[str]:
+        return _table(header, [[s.label] + [_cell(by_cell.get((s.name, n), []), value, fmt) for n in lengths]
+                               for s in systems])
+
+    out = [f"# {meta.get('title', 'ILRe evaluation')}", ""]
+    if meta.get("command"):
+        out += [f"Made by `{meta['command']}`.", ""]
+    facts = [f"{k}: {v}" for k, v in meta.items() if k not in ("title", "command")]
+    if facts:
+        out += ["; ".join(facts) + ".", ""]
+    out += ["## Accuracy (%)", "",
+            "All expected strings found in the answer (case-insensitive), mean over the tasks run at "
+            "each length; n = tasks per length.", ""]
+    out += summary(accuracy, "{:.0f}") + [""]
+    out += ["## Answers in what the system read (%)", "",
+            "Share of the expected strings present in the context tokens the system kept: "
+            "a miss here is a retrieval miss, a miss above but not here is a reading miss.", ""]
+    out += summary(kept, "{:.0f}") + [""]
+    out += ["## Time to answer (s, mean per task)", "",
+            "Wall clock from the context text to the answer, shared stages charged in full.", ""]
+    out += summary(seconds, "{:.1f}") + [""]
+    out += ["## Peak memory (MiB, max over tasks)", "",
+            "Resident memory above what the process held before the system started (the loaded model "
+            "is not counted), sampled every 5 ms.", ""]
+    out += summary(memory, "{:.0f}") + [""]
+
+    out += ["## Accuracy by task (%)", ""]
+    by_task = _group(rows, "system", "task", "length")
+    pairs = sorted({(r["task"], r["length"]) for r in rows}, key=lambda p: (p[1], p[0]))
+    body = []
+    for task, n in pairs:
+        count = len({r["key"] for r in rows if r["task"] == task and r["length"] == n})
+        body.append([task, length_label(n), str(count)]
+                    + [_cell(by_task.get((s.name, task, n), []), accuracy, "{:.0f}") for s in systems])
+    out += _table(["task", "length", "n"] + [s.label for s in systems], body) + [""]
+    return "\n".join(out)
+
+
+def plot(rows: list[dict], systems: list[System], path: Path, title: str = "") -> None:
+    """Accuracy and time to answer against context length, one line per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = sorted({r["length"] for r in rows})
+    fig, (ax_acc, ax_time) = plt.subplots(1, 2, figsize=(12, 4.5))
+    by_cell = _group(rows, "system", "length")
+    for s in systems:
+        points = [(n, [r for r in by_cell.get((s.name, n), []) if r["status"] == OK]) for n in lengths]
+        points = [(n, ok) for n, ok in points if ok]
+        if not points:
+            continue
+        xs = [n for n, _ in points]
+        style = "-o" if s.kind == "ilre" else "--s"
+        ax_acc.plot(xs, [accuracy(ok) for _, ok in points], style, label=s.label)
+        ax_time.plot(xs, [seconds(ok) for _, ok in points], style, label=s.label)
+    for ax in (ax_acc, ax_time):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [length_label(n) for n in lengths])
+        ax.set_xlabel("context length (tokens)")
+        ax.grid(alpha=0.3)
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.set_ylim(-3, 103)
+    ax_time.set_ylabel("time to answer (s, mean)")
+    ax_time.set_yscale("log")
+    ax_acc.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,236 @@
+"""Evaluate ILRe against full context, SnapKV-style recall, StreamingLLM and BM25 RAG.
+
+    python scripts/evaluate.py --preset quick          # ~15 minutes on 2 CPU cores
+    python scripts/evaluate.py --preset full           # the table in docs/evaluation.md
+
+RULER-style tasks are generated offline with a fixed seed and written to the results folder as
+JSONL; every system answers the same tasks with the same model and prompt layout, and the
+folder gets per-sample predictions, a markdown table and a PNG plot. Rerunning the same command
+resumes: finished rows are not recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import shlex
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+import torch
+
+from ilre.config import ILReConfig
+from ilre.evaluation.harness import DEFAULT_SYSTEMS, SYSTEMS, Runner, Store, System, task_key
+from ilre.evaluation.report import length_label, markdown, plot
+from ilre.tasks import TASKS, Task, make_tasks, read_jsonl, tokenizer_len_for, write_jsonl
+
+ALL_TASKS = ("passkey", "niah_single_noise", "niah_single_prose", "niah_multikey", "niah_multivalue",
+             "niah_multiquery", "vt", "cwe", "fwe")
+K = 1024
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Tasks x lengths x samples: one block of a preset."""
+
+    tasks: tuple[str, ...]
+    lengths: tuple[int, ...]
+    samples: int
+
+
+@dataclass(frozen=True)
+class Preset:
+    grids: tuple[Grid, ...]
+    max_context_tokens: int
+    note: str
+
+
+PRESETS = {
+    "quick": Preset((
+        Grid(("passkey", "niah_single_noise", "niah_multikey", "vt", "cwe"), (1 * K, 4 * K), 2),
+        Grid(("passkey", "niah_multikey", "vt"), (16 * K,), 1),
+    ), max_context_tokens=8 * K, note="5 task kinds at 1K and 4K, 3 at 16K; full context up to 8K"),
+    "full": Preset((
+        Grid(ALL_TASKS, (1 * K, 4 * K), 2),
+        Grid(("niah_single_prose", "niah_multikey", "vt"), (16 * K, 64 * K), 1),
+    ), max_context_tokens=16 * K, note="all 9 task kinds at 1K and 4K, 3 at 16K and 64K; full context up to 16K"),
+}
+
+
+def parse_lengths(text: str) -> tuple[int, ...]:
+    """'1K,4K,16384' -> (1024, 4096, 16384)."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            out.append(int(part[:-1]) * K if part[-1] in "kK" else int(part))
+        except (ValueError, IndexError):
+            raise argparse.ArgumentTypeError(f"bad length {part!r}: use tokens like 4096 or 4K")
+        if out[-1] < 64:
+            raise argparse.ArgumentTypeError(f"length {part!r} is too short: at least 64 tokens")
+    return tuple(out)
+
+
+def parse_names(known: tuple[str, ...], what: str):
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(unknown) or '(none given)'}; "
+                                             f"known: {', '.join(known)}")
+        return names
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python scripts/evaluate.py",
+        description="Score ILRe and the systems it competes with on offline RULER-style tasks: accuracy per "
+                    "task and context length, time to answer and peak memory, as a markdown table and a "
+                    "PNG plot. Resumable: rerun the same command to continue an interrupted run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    w = p.add_argument_group("what to run")
+    w.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                   help="task grid: quick (" + PRESETS["quick"].note + "), full (" + PRESETS["full"].note + ")")
+    w.add_argument("--tasks", type=parse_names(TASKS, "task"), default=None,
+                   help="comma-separated task names, replacing the preset's grid (with --lengths, --samples); "
+                        f"known: {', '.join(TASKS)}")
+    w.add_argument("--lengths", type=parse_lengths, default=None,
+                   help="comma-separated context lengths in tokens of the model's tokenizer, e.g. 1K,4K,64K")
+    w.add_argument("--samples", type=int, default=None, help="tasks per (task name, length)")
+    w.add_argument("--tasks-file", type=Path, default=None,
+                   help="score the tasks of this JSONL file (as written by a previous run) instead of generating")
+    w.add_argument("--systems", type=parse_names(tuple(SYSTEMS), "system"), default=DEFAULT_SYSTEMS,
+                   help=f"comma-separated systems; known: {', '.join(SYSTEMS)}")
+    w.add_argument("--seed", type=int, default=0, help="seed of the task generators")
+
+    m = p.add_argument_group("model and budget")
+    m.add_argument("--model", default=None,
+                   help="local model directory or .gguf file; default: the embedded SmolLM2-135M-Instruct")
+    m.add_argument("--budget", type=int, default=ILReConfig().budget,
+                   help="context tokens every selecting system may keep (ILRe, SnapKV-style, StreamingLLM, RAG)")
+    m.add_argument("--max-new-tokens", type=int, default=ILReConfig().max_new_tokens,
+                   help="answer length cap, the same for every system")
+    m.add_argument("--max-context-tokens", type=int, default=None,
+                   help="full context and SnapKV-style (O(L²) full prefills) are skipped above this many "
+                        "context tokens; default: the preset's (quick 8K, full 16K)")
+    m.add_argument("--max-seconds", type=float, default=600.0,
+                   help="... and at every length above one where their full prefill of a task took longer")
+    m.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help="CPU threads for torch (1 leaves the other cores to other work)")
+
+    o = p.add_argument_group("output")
+    o.add_argument("--out", type=Path, default=None, help="results folder; default: results/<preset>")
+    o.add_argument("--report-only", action="store_true",
+                   help="rebuild the table and plot from the folder's predictions, running nothing")
+    o.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def grids(args: argparse.Namespace) -> tuple[Grid, ...]:
+    if args.tasks or args.lengths or args.samples:
+        if not (args.tasks and args.lengths):
+            raise ValueError("--tasks and --lengths go together (and --samples, default 1): they replace the preset")
+        return (Grid(args.tasks, args.lengths, args.samples or 1),)
+    return PRESETS[args.preset].grids
+
+
+def generate_tasks(args: argparse.Namespace, tokenizer) -> list[Task]:
+    if args.tasks_file is not None:
+        if not args.tasks_file.is_file():
+            raise ValueError(f"tasks file {args.tasks_file} does not exist")
+        tasks = read_jsonl(args.tasks_file)
+        if not tasks:
+            raise ValueError(f"tasks file {args.tasks_file} holds no tasks")
+        return tasks
+    count = tokenizer_len_for(tokenizer)
+    out: list[Task] = []
+    for grid in grids(args):
+        out += make_tasks(grid.tasks, grid.lengths, grid.samples, count, seed=args.seed)
+    return out
+
+
+def merge_tasks(folder: Path, tasks: list[Task]) -> list[Task]:
+    """The folder's task set: earlier tasks plus these, a regenerated task replacing its old version."""
+    path = folder / "tasks.jsonl"
+    by_id = {(t.task, t.length, t.seed): t for t in (read_jsonl(path) if path.is_file() else [])}
+    by_id.update({(t.task, t.length, t.seed): t for t in tasks})
+    merged = sorted(by_id.values(), key=lambda t: (t.length, t.task, t.seed))
+    write_jsonl(path, merged)
+    return merged
+
+
+def settings_of(ilre, systems: list[System]) -> dict:
+    """What a row depends on besides its task: the model, ILRe's configuration, the systems."""
+    config = asdict(ilre.config)
+    return {"model": ilre.name, **config, **{f"system {s.name}": s.describe() for s in systems}}
+
+
+def write_report(folder: Path, systems: list[System], meta: dict) -> Path:
+    store = Store(folder)
+    tasks_path = folder / "tasks.jsonl"
+    if not tasks_path.is_file() or not store.predictions.is_file():
+        raise ValueError(f"{folder} holds no results yet: run without --report-only first")
+    keys = {task_key(t) for t in read_jsonl(tasks_path)}
+    names = {s.name for s in systems}
+    rows = [r for r in store.rows().values() if r["key"] in keys and r["system"] in names]
+    if not rows:
+        raise ValueError(f"{folder} holds no rows for the systems {', '.join(sorted(names))}")
+    threads = sorted({r["threads"] for r in rows})
+    meta = {**meta, "torch threads": ",".join(map(str, threads))}
+    (folder / "table.md").write_text(markdown(rows, systems, meta) + "\n", encoding="utf-8")
+    plot(rows, systems, folder / "accuracy.png", meta.get("title", ""))
+    return folder / "table.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        for name, value in (("--budget", args.budget), ("--max-new-tokens", args.max_new_tokens),
+                            ("--threads", args.threads), ("--samples", args.samples or 1)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        torch.set_num_threads(args.threads)
+        folder = args.out or Path("results") / args.preset
+        systems = [SYSTEMS[n] for n in args.systems]
+        preset = PRESETS[args.preset]
+        cap = args.max_context_tokens or preset.max_context_tokens
+        from ilre.pipeline import ILRe
+
+        ilre = ILRe.from_pretrained(args.model, device="cpu", budget=args.budget,
+                                    max_new_tokens=args.max_new_tokens)
+        meta = {"title": f"ILRe evaluation ({args.preset if not args.tasks else 'custom'})",
+                "command": "python scripts/evaluate.py " + shlex.join(argv),
+                "model": ilre.name, "retrieval layer": ilre.config.layer, "budget": f"{args.budget} tokens",
+                "full context and SnapKV-style": f"up to {length_label(cap)} tokens",
+                "CPU": f"{psutil.cpu_count()} cores ({platform.machine()})", "torch": torch.__version__}
+        if not args.report_only:
+            store = Store(folder)
+            store.check_settings(settings_of(ilre, systems))
+            tasks = generate_tasks(args, ilre.tokenizer)
+            merge_tasks(folder, tasks)
+            Runner(ilre, store, systems, max_context_tokens=cap, max_seconds=args.max_seconds,
+                   threads=args.threads, progress=not args.no_progress).run(tasks)
+        table = write_report(folder, systems, meta)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    print(table.read_text(encoding="utf-8").split("## Answers")[0])
+    print(f"table: {table}\nplot: {table.parent / 'accuracy.png'}\npredictions: {table.parent / 'predictions.jsonl'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
