@@ -1,0 +1,165 @@
+"""scripts/bench.py: FLOP counts by hand, extrapolation marking, and every measurement on a tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_model, tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("ilre_bench", ROOT / "scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ilre_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lengths_parse(bench):
+    assert bench.parse_lengths("8K,4K,1M,5000") == [4096, 5000, 8192, 1048576]
+    assert bench.label(131072) == "128K" and bench.label(1048576) == "1M" and bench.label(300) == "300"
+    with pytest.raises(Exception):
+        bench.parse_length("lots")
+
+
+def test_keys_attended_by_hand(bench):
+    # sink 1, window 4, chunk 3, 10 tokens: chunks at 0, 3, 6, 9 see 0, 3, 5, 5 cached keys
+    # plus 1..c of their own: (1+2+3) + (4+5+6) + (6+7+8) + 6 = 48.
+    assert bench.keys_attended(10, sink=1, window=4, chunk_size=3) == 48
+    # A window covering everything is plain causal attention: n(n+1)/2 whatever the chunk.
+    assert bench.keys_attended(100, sink=4, window=1000, chunk_size=7) == 100 * 101 // 2
+
+
+def test_prefill_flops_by_hand(bench):
+    # Tiny Llama: hidden 64, MLP 128, 4 heads / 2 KV heads of 16. Per lower layer:
+    # q 64*64 + k 64*32 + v 64*32 + o 64*64 + MLP 3*64*128 = 36864 weights; k_proj at the top 2048.
+    model = tiny_model("llama")
+    f = bench.prefill_flops(model, layer=2, n_tokens=10, sink=1, window=4, chunk_size=3)
+    assert f["params_per_token"] == 2 * 36864 + 2048
+    assert f["linear"] == 2 * (2 * 36864 + 2048) * 10
+    assert f["attention"] == 4 * 48 * 4 * 16 * 2  # 4 * keys * heads * head_dim * lower layers
+    assert f["total"] == 1_515_520 + 24_576
+    assert f["mean_keys"] == pytest.approx(4.8)
+
+
+def test_fit_recovers_a_quadratic(bench):
+    a, b = 2e-3, 3e-8
+    fit = bench.fit_time([(n, a * n + b * n * n) for n in (1000, 2000, 4000)])
+    assert fit["a"] == pytest.approx(a, rel=1e-6) and fit["b"] == pytest.approx(b, rel=1e-6)
+    assert bench.predict(fit, 8000) == pytest.approx(a * 8000 + b * 64e6)
+    one = bench.fit_time([(1000, 5.0)])
+    assert one["points"] == 1 and bench.predict(one, 2000) == pytest.approx(20.0)
+    assert bench.fit_time([]) is None
+
+
+def test_full_baseline_runs_under_the_cap_and_extrapolates_the_rest(bench, monkeypatch):
+    a, b = 1e-3, 1e-6
+    calls = []
+
+    def fake(kind, opts, timeout, isolate=True):
+        n = int(opts["context_file"])
+        calls.append(n)
+        t = a * n + b * n * n
+        return {"status": "ok", "ttft_s": t, "stages_s": {"tokenize": 0.0, "forward": t}, "peak_rss_bytes": 1}
+
+    monkeypatch.setattr(bench, "run_isolated", fake)
+    lengths = [500, 1000, 2000, 4000, 8000]
+    rows = [{"length": n, "label": str(n)} for n in lengths]
+    # 2000 takes 6 s; 4000 is expected at 20 s, over the 10 s cap: not run, nor anything longer.
+    bench.run_full_baseline(rows, {}, {n: str(n) for n in lengths}, cap=10.0, isolate=True, limit=None)
+    assert calls == [500, 1000, 2000]
+    for row in rows:
+        full = row["full"]
+        expected = a * row["length"] + b * row["length"] ** 2
+        assert full["ttft_s"] == pytest.approx(expected, rel=1e-6)
+        assert full["extrapolated"] is (row["length"] > 2000)
+        if full["extrapolated"]:
+            assert full["fit"]["points"] == 3 and "cap" in full["reason"]
+
+
+def test_a_run_over_the_cap_is_not_a_measurement(bench, monkeypatch):
+    def fake(kind, opts, timeout, isolate=True):
+        n = int(opts["context_file"])
+        if n >= 2000:
+            return {"status": "timeout", "timeout_s": timeout}
+        return {"status": "ok", "ttft_s": n / 100, "stages_s": {"forward": n / 100}}
+
+    monkeypatch.setattr(bench, "run_isolated", fake)
+    rows = [{"length": n, "label": str(n)} for n in (1000, 2000, 3000)]
+    bench.run_full_baseline(rows, {}, {n: str(n) for n in (1000, 2000, 3000)}, cap=100.0, isolate=True, limit=None)
+    assert rows[0]["full"]["extrapolated"] is False
+    assert rows[1]["full_attempt"]["status"] == "timeout"
+    assert rows[1]["full"]["extrapolated"] and rows[2]["full"]["extrapolated"]
+    assert "full_attempt" not in rows[2]  # nothing longer is tried after one run over the cap
+
+
+@pytest.fixture(scope="module")
+def context_file(tmp_path_factory, bench):
+    ctx = bench.make_context(tiny_tokenizer(), 300, seed=1)
+    from ilre.prompt import tokenize_context
+
+    assert len(tokenize_context(tiny_tokenizer(), ctx["text"])) == 300
+    path = tmp_path_factory.mktemp("ctx") / "context.json"
+    path.write_text(json.dumps(ctx))
+    return str(path)
+
+
+def test_measure_ilre_fields(bench, tiny_model_dir, context_file):
+    opts = {"model": str(tiny_model_dir), "device": "cpu", "context_file": context_file,
+            "layer": 2, "chunk_size": 64, "window": 64, "sink": 4}
+    r = bench.measure_ilre(opts)
+    assert r["context_tokens"] == 300 and r["layer"] == 2 and r["chunk_size"] == 64
+    assert set(r["stages_s"]) == {"tokenize", "prefill", "score", "recall", "answer"}
+    assert r["ttft_s"] >= sum(r["stages_s"].values()) > 0
+    params = sum(p.numel() for p in tiny_model("llama").parameters())
+    assert r["weights_bytes"] == 4 * params
+    assert r["peak_rss_bytes"] >= r["rss_after_load_bytes"] > r["weights_bytes"]
+    expected = bench.prefill_flops(tiny_model("llama"), 2, r["streamed_tokens"], 4, 64, 64)
+    assert r["prefill_flops"] == expected
+    assert r["prefill_gflops_per_s"] == pytest.approx(expected["total"] / r["stages_s"]["prefill"] / 1e9)
+
+
+def test_measure_full_and_matmul_and_prefill(bench, tiny_model_dir, context_file):
+    r = bench.measure_full({"model": str(tiny_model_dir), "device": "cpu", "context_file": context_file})
+    assert r["prompt_tokens"] > 300 and r["ttft_s"] >= r["stages_s"]["forward"] > 0
+    m = bench.measure_matmul_peak("cpu", None, None, size=64, seconds=0.01)
+    assert m["gflops"] > 0 and m["size"] == 64 and m["dtype"] == "float32"
+    p = bench.measure_prefill({"model": str(tiny_model_dir), "device": "cpu", "context_file": context_file,
+                               "layer": 2, "chunk_size": 32})
+    assert p["chunk_size"] == 32 and p["tokens_per_s"] > 0
+
+
+def test_end_to_end_json_and_plot(bench, tiny_model_dir, tmp_path):
+    out = tmp_path / "bench"
+    argv = ["--lengths", "300,600", "--model", str(tiny_model_dir), "--device", "cpu", "--layer", "2",
+            "--chunk-size", "64", "--window", "64", "--full-limit", "300", "--matmul-size", "64",
+            "--matmul-seconds", "0.01", "--no-isolation", "--out", str(out)]
+    assert bench.main(argv) == 0
+    doc = json.loads((out / "bench.json").read_text())
+    assert (out / "bench.png").stat().st_size > 0
+    assert doc["matmul_peak_gflops"] > 0 and doc["options"]["lengths"] == [300, 600]
+    first, second = doc["rows"]
+    assert first["full"]["extrapolated"] is False and second["full"]["extrapolated"] is True
+    assert second["full"]["ttft_s"] == pytest.approx(first["full"]["ttft_s"] * 4)  # one point: b*L^2
+    assert second["speedup_extrapolated"] is True and first["speedup_extrapolated"] is False
+    for row in doc["rows"]:
+        assert row["ilre"]["status"] == "ok"
+        assert 0 < row["ilre"]["prefill_share_of_matmul_peak"]
+        assert row["ilre"]["peak_over_weights_bytes"] == row["ilre"]["peak_rss_bytes"] - row["ilre"]["weights_bytes"]
+    assert "load_average_start" in doc["host"]
+
+
+def test_help_lists_every_option(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--lengths", "--cap-seconds", "--with-1m", "--threads", "--out", "--sweep", "--device"):
+        assert option in text
