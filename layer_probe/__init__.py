@@ -6,7 +6,9 @@ Library use::
 
     probe = LayerProbe(model, tokenizer, ILReConfig(), name="mymodel")
     results = list(probe.run(plan([4096, 16384], samples=4, seed=0)))
+    run = ProbeRun(lengths=[4096, 16384], samples=4, seed=0, key_digits=[5, 64], haystacks=["noise", "prose"])
     profile, table = build_profile(model, "mymodel", probe.config, probe.layers, results, run)
+    write_profile(profile, Path("profiles/mymodel.json"))   # and <cache>/profiles/mymodel.json
 """
 
 from .measure import MODES, LayerProbe, RecallTable, SampleResult, recallers, selection_mode

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from tqdm.auto import tqdm
 
     from device import DeviceError, select_backend
-    from ilre.arch import UnsupportedModelError
+    from ilre.arch import UnsupportedModelError, decoder_of
     from ilre.loading import ModelLoadError, load
 
     from .measure import LayerProbe, RecallTable, selection_mode
@@ -148,13 +148,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         haystacks = [h.strip() for h in args.haystacks.split(",") if h.strip()]
         specs = plan(lengths, args.samples, args.seed, tuple(key_digits), tuple(haystacks))
         config = _config(args)
+        if lengths[0] <= config.budget:
+            raise ValueError(f"context length {lengths[0]} does not exceed --budget {config.budget}: a budget "
+                             "covering the context recalls every needle at every layer; use longer --lengths")
         if args.threads is not None:
             if args.threads < 1:
                 raise ValueError(f"--threads must be at least 1, got {args.threads}")
             torch.set_num_threads(args.threads)
         backend = select_backend(args.device, args.dtype)
         model, tokenizer, name = load(args.model, backend.torch_device, backend.dtype, backend.attn_implementation)
-        layers = parse_layers(args.layers, len(model.model.layers))
+        layers = parse_layers(args.layers, decoder_of(model).num_layers)
         probe = LayerProbe(model, tokenizer, config, layers, name, progress=not args.no_progress)
     except (ValueError, DeviceError, UnsupportedModelError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)

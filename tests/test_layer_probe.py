@@ -15,7 +15,8 @@ from ilre.pipeline import ILRe
 from ilre.prefiller import StreamingPrefiller
 from ilre.profile import Profile, find
 from ilre.prompt import tokenize_context
-from layer_probe import LayerProbe, Preference, RecallTable, SampleResult, needle_mask, parse_lengths, plan, select_layer
+from layer_probe import (LayerProbe, Preference, RecallTable, SampleResult, needle_mask, parse_lengths, plan,
+                         select_layer)
 from layer_probe.__main__ import main, parse_layers
 from layer_probe.needles import NeedleSpec, make_task
 
@@ -230,6 +231,7 @@ def test_cli_bad_input_gets_one_line(capsys, tmp_path, cache):
     assert "key lengths" in _error(capsys, ["--key-digits", "3"])
     assert "haystack" in _error(capsys, ["--haystacks", "noise,lorem"])
     assert "nothing to write" in _error(capsys, ["--no-register"])
+    assert "does not exceed --budget" in _error(capsys, ["--lengths", "300,4k", "--budget", "512"])
     with pytest.raises(SystemExit) as exit_:
         main(["--samples", "many"])
     assert exit_.value.code == 2
