@@ -51,23 +51,37 @@ class QueryScorer:
         # Group query heads with their shared KV head: [Hkv, g*T, D].
         q = q.reshape(decoder.num_kv_heads, decoder.groups * t, d) * scale
 
+        # One buffer for every block's logits, reused by both passes: a fresh block-sized
+        # tensor per step costs page faults that take longer than the matmul filling it.
+        width = min(self.block_size, length)
+        buffer = torch.empty(q.shape[0] * q.shape[1] * width, dtype=torch.float32, device=device)
+
         def logits(start: int) -> torch.Tensor:
             k = cache.keys[:, start:min(start + self.block_size, length)].float()
             if self.positions == "absolute":
                 kc, ks = arch.rope_tables(decoder, torch.arange(start, start + k.shape[1], device=device),
                                           torch.float32)
                 k = arch.rotate(k, kc, ks)
-            return q @ k.transpose(1, 2)
+            out = buffer[: q.shape[0] * q.shape[1] * k.shape[1]].view(q.shape[0], q.shape[1], k.shape[1])
+            return torch.matmul(q, k.transpose(1, 2), out=out)
 
         starts = range(0, length, self.block_size)
         lse = torch.full(q.shape[:2], float("-inf"), device=device)
         for s in starts:
-            lse = torch.logaddexp(lse, torch.logsumexp(logits(s), dim=-1))
+            lse = torch.logaddexp(lse, _logsumexp_(logits(s)))
         scores = torch.empty(length, dtype=torch.float32, device=device)
         for s in starts:
-            probs = torch.exp(logits(s) - lse[..., None])
+            probs = logits(s).sub_(lse[..., None]).exp_()
             scores[s:s + probs.shape[-1]] = probs.sum(dim=(0, 1)) / (h * t)
         return scores
+
+
+def _logsumexp_(x: torch.Tensor) -> torch.Tensor:
+    """``torch.logsumexp(x, -1)`` computed in place in ``x`` (which it overwrites), step for step
+    as torch does it (max, exp of the difference, sum, log, plus the max), without a temporary."""
+    maxes = x.amax(dim=-1, keepdim=True)
+    finite = maxes.squeeze(-1).masked_fill(maxes.squeeze(-1).abs() == float("inf"), 0.0)
+    return x.sub_(finite[..., None]).exp_().sum(dim=-1).log_().add_(finite)
 
 
 def cache_scaling(decoder: arch.Decoder, layer: int) -> float:
