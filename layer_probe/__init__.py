@@ -11,27 +11,22 @@ Library use::
     write_profile(profile, Path("profiles/mymodel.json"))   # and <cache>/profiles/mymodel.json
 """
 
-from .measure import MODES, LayerProbe, RecallTable, SampleResult, recallers, selection_mode
-from .needles import NeedleSpec, make_task, needle_mask, parse_lengths, plan
-from .profile_writer import ProbeRun, build_profile, registered_path, write_profile
-from .select import Preference, select_layer
+from __future__ import annotations
 
-__all__ = [
-    "MODES",
-    "LayerProbe",
-    "NeedleSpec",
-    "Preference",
-    "ProbeRun",
-    "RecallTable",
-    "SampleResult",
-    "build_profile",
-    "make_task",
-    "needle_mask",
-    "parse_lengths",
-    "plan",
-    "recallers",
-    "registered_path",
-    "select_layer",
-    "selection_mode",
-    "write_profile",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "measure": ("MODES", "LayerProbe", "RecallTable", "SampleResult", "recallers", "selection_mode"),
+    "needles": ("NeedleSpec", "make_task", "needle_mask", "parse_lengths", "plan"),
+    "profile_writer": ("ProbeRun", "build_profile", "registered_path", "write_profile"),
+    "select": ("Preference", "select_layer"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    """Import on first use: torch and transformers load only when a probe is built."""
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'layer_probe' has no attribute {name!r}")

@@ -10,12 +10,17 @@ import logging
 import shlex
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ilre.config import ILReConfig
 
-from .needles import HAYSTACKS, parse_ints, parse_lengths, plan
+from .needles import HAYSTACKS, NeedleSpec, parse_ints, parse_lengths, plan
+from .select import Preference
+
+if TYPE_CHECKING:  # torch and transformers load only when a probe runs, so --help is instant
+    from .measure import LayerProbe, SampleResult
 
 log = logging.getLogger("layer_probe")
 _DEFAULTS = ILReConfig()
@@ -124,85 +129,109 @@ def _config(args: argparse.Namespace) -> ILReConfig:
     return config
 
 
-def run(args: argparse.Namespace, argv: list[str]) -> int:
+@dataclass
+class _Setup:
+    """What the command line resolved from its arguments before measuring."""
+
+    specs: list[NeedleSpec]
+    lengths: list[int]
+    key_digits: list[int]
+    haystacks: list[str]
+    prefer: Preference
+    config: ILReConfig
+    backend: object
+    model: object
+    name: str
+    probe: LayerProbe
+
+
+def _setup(args: argparse.Namespace) -> _Setup:
+    """Parse and check every argument, then load the model; any problem is a one-line error."""
+    import torch
+
+    from device import select_backend
+    from ilre.arch import decoder_of
+    from ilre.loading import load
+
+    from .measure import LayerProbe
+
+    if args.no_register and args.out is None:
+        raise ValueError("nothing to write: pass --out, or leave out --no-register")
+    lengths = parse_lengths(args.lengths)
+    prefer = Preference.parse(args.prefer)
+    key_digits = parse_ints(args.key_digits, "--key-digits")
+    haystacks = [h.strip() for h in args.haystacks.split(",") if h.strip()]
+    specs = plan(lengths, args.samples, args.seed, tuple(key_digits), tuple(haystacks))
+    config = _config(args)
+    if lengths[0] <= config.budget:
+        raise ValueError(f"context length {lengths[0]} does not exceed --budget {config.budget}: a budget "
+                         "covering the context recalls every needle at every layer; use longer --lengths")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    backend = select_backend(args.device, args.dtype)
+    model, tokenizer, name = load(args.model, backend.torch_device, backend.dtype, backend.attn_implementation)
+    layers = parse_layers(args.layers, decoder_of(model).num_layers)
+    probe = LayerProbe(model, tokenizer, config, layers, name, progress=not args.no_progress)
+    return _Setup(specs, lengths, key_digits, haystacks, prefer, config, backend, model, name, probe)
+
+
+def _measure(setup: _Setup, args: argparse.Namespace) -> list[SampleResult]:
+    """Run every sample under a progress bar, printing a table whenever a context length is done."""
+    from tqdm.auto import tqdm
+
+    from .measure import RecallTable, selection_mode
+    from .table import length_table
+
+    layers, multi = setup.probe.layers, _multi_label(setup.config)
+    window = getattr(setup.model.config, "max_position_embeddings", None)
+    tqdm.write(f"probing {setup.name}: {len(layers)} candidate layers, {len(setup.specs)} samples "
+               f"({args.samples} per length: {', '.join(map(str, setup.lengths))} tokens; trained window "
+               f"{window}), budget {setup.config.budget}, layer chosen by {selection_mode(setup.config)} recall")
+    results: list[SampleResult] = []
+    with tqdm(total=sum(s.length for s in setup.specs), unit="tok", unit_scale=True, desc="probe",
+              disable=args.no_progress, dynamic_ncols=True) as bar:
+        for result in setup.probe.run(setup.specs):
+            results.append(result)
+            bar.update(result.spec.length)
+            length = result.spec.length
+            done = [r for r in results if r.spec.length == length]
+            if len(done) == args.samples:
+                beyond = f", {length / window:.1f}x the trained window" if window else ""
+                tqdm.write(f"\nrecall (%) at {length} tokens{beyond}, mean of {len(done)} samples:")
+                tqdm.write(length_table(RecallTable.from_samples(layers, done), length, multi))
+    return results
+
+
+def _report(setup: _Setup, args: argparse.Namespace, argv: list[str], results: list[SampleResult],
+            seconds: float) -> int:
+    """Apply the rule, print the summary, write the profile (and its plot) and say where."""
     import torch
     from tqdm.auto import tqdm
 
-    from device import DeviceError, select_backend
-    from ilre.arch import UnsupportedModelError, decoder_of
-    from ilre.loading import ModelLoadError, load
-
-    from .measure import LayerProbe, RecallTable, selection_mode
+    from .measure import selection_mode
     from .plot import plot_recall
     from .profile_writer import ProbeRun, build_profile, write_profile
-    from .select import Preference
-    from .table import length_table, summary_table
+    from .table import summary_table
 
     say = tqdm.write
-    try:
-        if args.no_register and args.out is None:
-            raise ValueError("nothing to write: pass --out, or leave out --no-register")
-        lengths = parse_lengths(args.lengths)
-        prefer = Preference.parse(args.prefer)
-        key_digits = parse_ints(args.key_digits, "--key-digits")
-        haystacks = [h.strip() for h in args.haystacks.split(",") if h.strip()]
-        specs = plan(lengths, args.samples, args.seed, tuple(key_digits), tuple(haystacks))
-        config = _config(args)
-        if lengths[0] <= config.budget:
-            raise ValueError(f"context length {lengths[0]} does not exceed --budget {config.budget}: a budget "
-                             "covering the context recalls every needle at every layer; use longer --lengths")
-        if args.threads is not None:
-            if args.threads < 1:
-                raise ValueError(f"--threads must be at least 1, got {args.threads}")
-            torch.set_num_threads(args.threads)
-        backend = select_backend(args.device, args.dtype)
-        model, tokenizer, name = load(args.model, backend.torch_device, backend.dtype, backend.attn_implementation)
-        layers = parse_layers(args.layers, decoder_of(model).num_layers)
-        probe = LayerProbe(model, tokenizer, config, layers, name, progress=not args.no_progress)
-    except (ValueError, DeviceError, UnsupportedModelError, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    multi = "k " + ",".join(map(str, config.kernels))
-    window = getattr(model.config, "max_position_embeddings", None)
-    say(f"probing {name}: {len(layers)} candidate layers, {len(specs)} samples "
-        f"({args.samples} per length: {', '.join(map(str, lengths))} tokens; trained window {window}), "
-        f"budget {config.budget}, layer chosen by {selection_mode(config)} recall")
-    results = []
-    t0 = time.perf_counter()
-    bar = tqdm(total=sum(s.length for s in specs), unit="tok", unit_scale=True, desc="probe",
-               disable=args.no_progress, dynamic_ncols=True)
-    try:
-        for result in probe.run(specs):
-            results.append(result)
-            bar.update(result.spec.length)
-            done = [r for r in results if r.spec.length == result.spec.length]
-            if len(done) == args.samples:
-                beyond = f", {result.spec.length / window:.1f}x the trained window" if window else ""
-                say(f"\nrecall (%) at {result.spec.length} tokens{beyond}, mean of {len(done)} samples:")
-                say(length_table(RecallTable.from_samples(layers, done), result.spec.length, multi))
-    except KeyboardInterrupt:
-        bar.close()
-        print("interrupted: no profile written", file=sys.stderr)
-        return 130
-    bar.close()
-    seconds = time.perf_counter() - t0
-
+    config, name = setup.config, setup.name
     command = "python -m layer_probe" + (" " + shlex.join(argv) if argv else "")
-    run_info = ProbeRun(lengths, args.samples, args.seed, key_digits, haystacks, prefer, command, seconds,
-                        torch.get_num_threads(), backend.describe())
-    profile, table = build_profile(model, name, config, layers, results, run_info)
+    run_info = ProbeRun(setup.lengths, args.samples, args.seed, setup.key_digits, setup.haystacks, setup.prefer,
+                        command, seconds, torch.get_num_threads(), setup.backend.describe())
+    profile, table = build_profile(setup.model, name, config, setup.probe.layers, results, run_info)
     mode = selection_mode(config)
-    best = profile.extra["selection"]["best_layer"]
+    selection = profile.extra["selection"]
     say(f"\nrecall (%) per layer, all {len(results)} samples:")
-    say(summary_table(table, mode, profile.layer, best, multi))
+    say(summary_table(table, mode, profile.layer, selection["best_layer"], _multi_label(config)))
     try:
         paths = write_profile(profile, args.out, register=not args.no_register)
     except OSError as exc:
         print(f"error: cannot write the profile: {exc}", file=sys.stderr)
         return 1
     say(f"\nchosen layer {profile.layer} of {profile.num_layers} ({profile.rule}); "
-        f"recall {100 * profile.extra['selection']['chosen_recall']:.1f}%")
+        f"recall {100 * selection['chosen_recall']:.1f}%")
     for path in paths:
         say(f"profile written: {path}")
     if not args.no_register:
@@ -215,6 +244,28 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             say(f"plot written: {png}")
     say(f"probe took {seconds:.0f} s for {sum(r.tokens for r in results)} context tokens")
     return 0
+
+
+def _multi_label(config: ILReConfig) -> str:
+    return "k " + ",".join(map(str, config.kernels))
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    from device import DeviceError
+    from ilre.arch import UnsupportedModelError
+    from ilre.loading import ModelLoadError
+
+    try:
+        setup = _setup(args)
+        t0 = time.perf_counter()
+        results = _measure(setup, args)
+    except (ValueError, DeviceError, UnsupportedModelError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no profile written", file=sys.stderr)
+        return 130
+    return _report(setup, args, argv, results, time.perf_counter() - t0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from ilre.prompt import ContextTokens
 from ilre.tasks import Task, TokenLen, passkey
+
+if TYPE_CHECKING:  # torch is imported when a mask is made, so the command line's --help stays fast
+    import torch
+
+    from ilre.prompt import ContextTokens
 
 HAYSTACKS = ("noise", "prose")
 _LENGTH = re.compile(r"^(\d+(?:\.\d+)?)([km]?)$")
@@ -103,6 +106,8 @@ def make_task(spec: NeedleSpec, count: TokenLen) -> Task:
 
 def needle_mask(tokens: ContextTokens, needles: list[str]) -> torch.Tensor:
     """Bool [L]: the context tokens whose characters overlap a needle (trailing punctuation excluded)."""
+    import torch
+
     mask = torch.zeros(len(tokens), dtype=torch.bool)
     starts, ends = tokens.offsets[:, 0], tokens.offsets[:, 1]
     for needle in needles:
