@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
-from ilre.tasks import generate, score, tokenizer_len_for
+from ilre.tasks import DEPTH_TASKS, generate, score, tokenizer_len_for
 
 TASKS = ["passkey", "niah_single_prose", "niah_multikey", "niah_multivalue", "vt"]
 
@@ -34,6 +34,11 @@ def grid() -> list[dict]:
     return rows
 
 
+def default_setting() -> dict:
+    c = ILReConfig()
+    return dict(recall_unit=c.recall_unit, budget=c.budget, positions=c.positions, distance=c.distance)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", default="4000,16000", help="comma-separated context lengths in tokens")
@@ -41,6 +46,8 @@ def main() -> None:
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
     p.add_argument("--layer", type=int, default=None, help="retrieval layer (default: the profile's)")
     p.add_argument("--window", type=int, default=ILReConfig.window, help="streaming window")
+    p.add_argument("--defaults-only", action="store_true",
+                   help="answer with the default recall setting only (to compare prefill settings such as --window)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--seed", type=int, default=9001, help="base seed (held out from tests and examples)")
     p.add_argument("--out", type=Path, default=Path("results/tune"), help="output folder")
@@ -59,11 +66,13 @@ def main() -> None:
     jobs = [(t, int(n), s) for n in args.lengths.split(",") for t in args.tasks.split(",") for s in range(args.samples)]
     with log_path.open("a") as log:
         for name, length, sample in tqdm(jobs, desc="tasks"):
-            settings = [g for g in grid() if (name, length, sample, json.dumps(g, sort_keys=True)) not in done]
+            candidates = [default_setting()] if args.defaults_only else grid()
+            settings = [g for g in candidates if (name, length, sample, json.dumps(g, sort_keys=True)) not in done]
             if not settings:
                 continue
+            opts = {"depth": (sample + 0.5) / args.samples} if name in DEPTH_TASKS else {}
             task = generate(name, count, length, seed=args.seed + 1000 * sample + length % 997,
-                            depth=(sample + 0.5) / args.samples, phrasing_seed=args.seed + sample)
+                            phrasing_seed=args.seed + sample, **opts)
             t0 = time.perf_counter()
             ilre.config = base
             encoded = ilre.encode(task.context)
