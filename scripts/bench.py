@@ -555,7 +555,10 @@ def run_bench(args: argparse.Namespace) -> dict:
             _log(f"  {_brief(row['ilre'])}")
             rows.append(row)
         if not args.no_full:
-            run_full_baseline(rows, base, contexts, args.cap_seconds, isolate, args.full_limit)
+            prior = measured_full_points(args.fit_from) if args.fit_from else []
+            if prior:
+                doc["full_points_from"] = {"file": str(args.fit_from), "points": prior}
+            run_full_baseline(rows, base, contexts, args.cap_seconds, isolate, args.full_limit, prior)
         doc["rows"] = rows
     finally:
         if not args.keep_contexts:
@@ -585,9 +588,12 @@ def _brief(r: dict) -> str:
 
 
 def run_full_baseline(rows: list[dict], base: dict, contexts: dict, cap: float, isolate: bool,
-                      limit: int | None) -> None:
-    """Measure the full-context pass in increasing length while it fits the cap; extrapolate the rest."""
-    measured: list[tuple[int, float]] = []
+                      limit: int | None, prior: list[tuple[int, float]] = ()) -> None:
+    """Measure the full-context pass in increasing length while it fits the cap; extrapolate the rest.
+
+    ``prior``: (length, seconds) measured earlier (``--fit-from``), used in the fit as well.
+    """
+    measured: list[tuple[int, float]] = [(int(n), float(t)) for n, t in prior]
     over = False
     for row in sorted(rows, key=lambda r: r["length"]):
         n = row["length"]
@@ -616,6 +622,13 @@ def run_full_baseline(rows: list[dict], base: dict, contexts: dict, cap: float, 
             full["ttft_s"] = predict(fit, row["length"]) if fit else None
             full["fit"] = fit
             full["reason"] = f"not run: expected or found to exceed the cap of {cap:.0f} s"
+
+
+def measured_full_points(path: Path) -> list[tuple[int, float]]:
+    """(length, seconds) of the full-context runs that were measured, not extrapolated, in a bench.json."""
+    doc = json.loads(Path(path).read_text())
+    return [(r["length"], r["full"]["ttft_s"]) for r in doc.get("rows", [])
+            if r.get("full", {}).get("extrapolated") is False and r["full"].get("ttft_s")]
 
 
 def summarise(doc: dict) -> None:
@@ -807,9 +820,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cap-seconds", type=float, default=300.0,
                    help="time cap of one full-context forward pass: lengths expected (from the fit on the "
                         "shorter ones) or found to exceed it are not run but extrapolated, and marked so")
-    p.add_argument("--full-limit", type=parse_length, default=None,
-                   help="never run the full-context pass beyond this length (extrapolate instead)")
+    p.add_argument("--full-limit", type=lambda t: 0 if t.strip() == "0" else parse_length(t), default=None,
+                   help="never run the full-context pass beyond this length (extrapolate instead; 0: never run it)")
     p.add_argument("--no-full", action="store_true", help="skip the full-context baseline")
+    p.add_argument("--fit-from", type=Path, default=None,
+                   help="an earlier bench.json whose measured full-context times join the fit (e.g. to "
+                        "extrapolate for a separate 1M run with --lengths 1M --full-limit 0)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for every measurement, the matmul peak included (default: torch's own, "
                         "one per physical core)")

@@ -101,6 +101,20 @@ def test_a_run_over_the_cap_is_not_a_measurement(bench, monkeypatch):
     assert "full_attempt" not in rows[2]  # nothing longer is tried after one run over the cap
 
 
+def test_earlier_measurements_join_the_fit(bench, monkeypatch, tmp_path):
+    monkeypatch.setattr(bench, "run_isolated", lambda *a, **k: pytest.fail("nothing should run"))
+    earlier = {"rows": [{"length": 1000, "full": {"extrapolated": False, "ttft_s": 2.0}},
+                        {"length": 2000, "full": {"extrapolated": False, "ttft_s": 6.0}},
+                        {"length": 4000, "full": {"extrapolated": True, "ttft_s": 99.0}}]}
+    (tmp_path / "bench.json").write_text(json.dumps(earlier))
+    prior = bench.measured_full_points(tmp_path / "bench.json")
+    assert prior == [(1000, 2.0), (2000, 6.0)]
+    rows = [{"length": 8000, "label": "8000"}]
+    bench.run_full_baseline(rows, {}, {8000: "x"}, cap=10.0, isolate=True, limit=0, prior=prior)
+    # t = a L + b L^2 through (1000, 2) and (2000, 6): a = 1e-3, b = 1e-6.
+    assert rows[0]["full"]["extrapolated"] and rows[0]["full"]["ttft_s"] == pytest.approx(8 + 64)
+
+
 @pytest.fixture(scope="module")
 def context_file(tmp_path_factory, bench):
     ctx = bench.make_context(tiny_tokenizer(), 300, seed=1)
