@@ -56,7 +56,9 @@ PRESETS = {
     "full": Preset((
         Grid(ALL_TASKS, (1 * K, 4 * K), 2),
         Grid(("niah_single_prose", "niah_multikey", "vt"), (16 * K, 64 * K), 1),
-    ), max_context_tokens=16 * K, note="all 9 task kinds at 1K and 4K, 3 at 16K and 64K; full context up to 16K"),
+        Grid(("niah_single_prose",), (128 * K,), 1),
+    ), max_context_tokens=16 * K, note="all 9 task kinds at 1K and 4K, 3 at 16K and 64K, 1 at 128K; "
+                                        "full context up to 16K"),
 }
 
 

@@ -101,36 +101,45 @@ def markdown(rows: list[dict], systems: list[System], meta: dict[str, Any]) -> s
 
 
 def plot(rows: list[dict], systems: list[System], path: Path, title: str = "") -> None:
-    """Accuracy and time to answer against context length, one line per system."""
+    """Accuracy, answers kept and time to answer against context length, one line per system.
+
+    Systems are nudged sideways a little so that equal values stay visible.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     lengths = sorted({r["length"] for r in rows})
-    fig, (ax_acc, ax_time) = plt.subplots(1, 2, figsize=(12, 4.5))
+    per_length = {n: len({r["key"] for r in rows if r["length"] == n}) for n in lengths}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    panels = ((accuracy, "accuracy (%)"), (kept, "answers in what the system read (%)"),
+              (seconds, "time to answer (s, mean)"))
+    markers = "osD^vP*X"
     by_cell = _group(rows, "system", "length")
-    for s in systems:
+    for i, s in enumerate(systems):
         points = [(n, [r for r in by_cell.get((s.name, n), []) if r["status"] == OK]) for n in lengths]
         points = [(n, ok) for n, ok in points if ok]
         if not points:
             continue
-        xs = [n for n, _ in points]
-        style = "-o" if s.kind == "ilre" else "--s"
-        ax_acc.plot(xs, [accuracy(ok) for _, ok in points], style, label=s.label)
-        ax_time.plot(xs, [seconds(ok) for _, ok in points], style, label=s.label)
-    for ax in (ax_acc, ax_time):
+        nudge = 2 ** (0.06 * (i - (len(systems) - 1) / 2))
+        xs = [n * nudge for n, _ in points]
+        style = dict(marker=markers[i % len(markers)], linestyle="-" if s.kind == "ilre" else "--", label=s.label)
+        for ax, (value, _) in zip(axes, panels):
+            ax.plot(xs, [value(ok) for _, ok in points], **style)
+    for ax, (_, label) in zip(axes, panels):
         ax.set_xscale("log", base=2)
-        ax.set_xticks(lengths, [length_label(n) for n in lengths])
-        ax.set_xlabel("context length (tokens)")
+        ax.set_xticks(lengths, [f"{length_label(n)}\nn={per_length[n]}" for n in lengths])
+        ax.minorticks_off()
+        ax.set_xlabel("context length (tokens); n = tasks")
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    ax_acc.set_ylabel("accuracy (%)")
-    ax_acc.set_ylim(-3, 103)
-    ax_time.set_ylabel("time to answer (s, mean)")
-    ax_time.set_yscale("log")
-    ax_acc.legend(fontsize=8)
+    for ax in axes[:2]:
+        ax.set_ylim(-3, 103)
+    axes[2].set_yscale("log")
+    axes[0].legend(fontsize=8)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title + " (the task mix differs between lengths: compare systems at one length)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
