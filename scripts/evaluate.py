@@ -16,7 +16,7 @@ import logging
 import platform
 import shlex
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -157,6 +157,7 @@ def generate_tasks(args: argparse.Namespace, tokenizer) -> list[Task]:
 
 def merge_tasks(folder: Path, tasks: list[Task]) -> list[Task]:
     """The folder's task set: earlier tasks plus these, a regenerated task replacing its old version."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "tasks.jsonl"
     by_id = {(t.task, t.length, t.seed): t for t in (read_jsonl(path) if path.is_file() else [])}
     by_id.update({(t.task, t.length, t.seed): t for t in tasks})
@@ -165,22 +166,18 @@ def merge_tasks(folder: Path, tasks: list[Task]) -> list[Task]:
     return merged
 
 
-def settings_of(ilre, systems: list[System]) -> dict:
-    """What a row depends on besides its task: the model, ILRe's configuration, the systems."""
-    config = asdict(ilre.config)
-    return {"model": ilre.name, **config, **{f"system {s.name}": s.describe() for s in systems}}
-
-
-def write_report(folder: Path, systems: list[System], meta: dict) -> Path:
+def write_report(folder: Path, systems: list[System], fingerprints: dict[str, str], meta: dict) -> Path:
+    """table.md and accuracy.png from the folder's rows made under the current settings."""
     store = Store(folder)
     tasks_path = folder / "tasks.jsonl"
     if not tasks_path.is_file() or not store.predictions.is_file():
         raise ValueError(f"{folder} holds no results yet: run without --report-only first")
     keys = {task_key(t) for t in read_jsonl(tasks_path)}
     names = {s.name for s in systems}
-    rows = [r for r in store.rows().values() if r["key"] in keys and r["system"] in names]
+    rows = [r for r in store.rows(fingerprints).values() if r["key"] in keys]
     if not rows:
-        raise ValueError(f"{folder} holds no rows for the systems {', '.join(sorted(names))}")
+        raise ValueError(f"{folder} holds no rows for the systems {', '.join(sorted(names))} "
+                         "under the current settings")
     threads = sorted({r["threads"] for r in rows})
     meta = {**meta, "torch threads": ",".join(map(str, threads))}
     (folder / "table.md").write_text(markdown(rows, systems, meta) + "\n", encoding="utf-8")
@@ -217,12 +214,11 @@ def main(argv: list[str] | None = None) -> int:
                 "CPU": f"{psutil.cpu_count()} cores ({platform.machine()})", "torch": torch.__version__}
         if not args.report_only:
             store = Store(folder)
-            store.check_settings(settings_of(ilre, systems))
             tasks = generate_tasks(args, ilre.tokenizer)
             merge_tasks(folder, tasks)
             Runner(ilre, store, systems, max_context_tokens=cap, max_seconds=args.max_seconds,
                    threads=args.threads, progress=not args.no_progress).run(tasks)
-        table = write_report(folder, systems, meta)
+        table = write_report(folder, systems, {s.name: s.fingerprint(ilre) for s in systems}, meta)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

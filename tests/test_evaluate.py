@@ -42,6 +42,11 @@ def rows_of(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
 
 
+def current_rows(out: Path, model_dir: Path, budget: int = 64) -> dict:
+    ilre = ILRe.from_pretrained(model_dir, device="cpu", budget=budget, max_new_tokens=3)
+    return H.Store(out).rows({s: H.SYSTEMS[s].fingerprint(ilre) for s in H.DEFAULT_SYSTEMS})
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("results")
@@ -94,7 +99,7 @@ def test_interrupted_run_resumes_only_missing_rows(tmp_path, tiny_model_dir):
     kept = lines[:5]
     (out / "predictions.jsonl").write_text("\n".join(kept) + "\n" + lines[5][:20])  # a row cut short
     assert run(out, tiny_model_dir) == 0
-    rows = H.Store(out).rows()
+    rows = current_rows(out, tiny_model_dir)
     assert len(rows) == len(lines)
     for line in kept:  # untouched, not recomputed
         r = json.loads(line)
@@ -111,7 +116,7 @@ def test_length_cap_skips_full_context_and_snapkv(tmp_path, tiny_model_dir):
     assert H.OVER_LENGTH in (out / "table.md").read_text()
     # raising the cap computes the skipped rows, and only those
     assert run(out, tiny_model_dir) == 0
-    assert {r["status"] for r in H.Store(out).rows().values()} == {H.OK}
+    assert {r["status"] for r in current_rows(out, tiny_model_dir).values()} == {H.OK}
 
 
 def test_time_cap_skips_longer_lengths():
@@ -125,11 +130,23 @@ def test_time_cap_skips_longer_lengths():
     assert runner._over_cap(task, slow) is None
 
 
-def test_other_settings_in_the_same_folder_is_an_error(finished_run, tiny_model_dir, capsys):
-    assert evaluate.main(["--model", str(tiny_model_dir), "--tasks", "passkey", "--lengths", "300",
-                          "--budget", "32", "--threads", "1", "--no-progress", "--out", str(finished_run)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "budget" in err[0] and "--out" in err[0]
+def test_other_settings_recompute_only_the_systems_they_touch(tmp_path, tiny_model_dir):
+    out = tmp_path / "r"
+    assert run(out, tiny_model_dir) == 0
+    first = rows_of(out)
+    assert run(out, tiny_model_dir, "--budget", "32") == 0
+    added = rows_of(out)[len(first):]
+    # full context reads everything whatever the budget: its rows stay; every other system reruns
+    assert sorted({r["system"] for r in added}) == sorted(set(H.DEFAULT_SYSTEMS) - {"full"})
+    assert all(r["kept_tokens"] <= 32 for r in added)
+    table = (out / "table.md").read_text()
+    assert "budget: 32 tokens" in table
+    settings = json.loads((out / "settings.json").read_text())
+    assert len(settings["ilre"]) == 2 and len(settings["full"]) == 1
+    # the table is made of the current settings' rows only
+    assert {r["config"] for r in current_rows(out, tiny_model_dir, budget=32).values() if r["system"] == "rag"} \
+        == {H.SYSTEMS["rag"].fingerprint(ILRe.from_pretrained(tiny_model_dir, device="cpu", budget=32,
+                                                                  max_new_tokens=3))}
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,11 +1,15 @@
 """Run every system on the same tasks with the same model, resumably, timing each answer.
 
 One results folder holds:
-  settings.json      what the rows depend on (model, layer, budget, ...); a folder is never
-                     mixed with rows made under other settings
   tasks.jsonl        the tasks (context, question, answer prefix, expected answers, ...)
-  predictions.jsonl  one row per (task, system), appended as soon as it is computed; a row
-                     already there is never recomputed, so an interrupted run just resumes
+  predictions.jsonl  one row per (task, system, settings), appended as soon as it is computed;
+                     a row already there is never recomputed, so an interrupted run resumes
+  settings.json      per system, the settings its rows depend on and their fingerprint
+
+A row carries the fingerprint of the settings its system depends on (an ILRe variant: the
+model and the whole ILRe configuration; full context: the model and the prompt; the others:
+also the budget and their own parameters). When a setting changes, only the systems that
+depend on it are recomputed, and rows made under other settings never mix into a table.
 
 Work is shared where the systems share it: the ILRe variants answer from one streaming
 prefill per task, and full context and the SnapKV-style recall from one full-depth pass.
@@ -23,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -60,8 +64,20 @@ class System:
         """Needs a full-depth pass over the whole context, O(L²): skipped beyond the caps."""
         return self.kind in ("full", "snapkv")
 
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.ilre, **({"selector": repr(self.selector)} if self.selector else {})}
+    def settings(self, ilre) -> dict[str, Any]:
+        """What this system's answers depend on, besides the task and the code."""
+        c = ilre.config
+        if self.kind == "ilre":
+            out = asdict(replace(c, **self.ilre))
+        else:
+            out = {"instruction": c.instruction, "max_new_tokens": c.max_new_tokens}
+            if self.kind != "full":
+                out.update(budget=c.budget, gap_marker=c.gap_marker, selector=repr(self.selector))
+        return json.loads(json.dumps({"model": ilre.name, **out}))  # tuples become lists
+
+    def fingerprint(self, ilre) -> str:
+        text = json.dumps(self.settings(ilre), sort_keys=True)
+        return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
 
 
 SYSTEMS: dict[str, System] = {s.name: s for s in (
@@ -152,25 +168,20 @@ class Store:
     def predictions(self) -> Path:
         return self.folder / "predictions.jsonl"
 
-    def check_settings(self, settings: dict[str, Any]) -> None:
-        """Record settings.json, or fail when the folder holds rows made under other settings.
-
-        Only settings known to both are compared, so systems can be added to a folder later.
-        """
+    def record_settings(self, settings: dict[str, dict]) -> None:
+        """Add these systems' settings (by fingerprint) to settings.json, for the record."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / "settings.json"
-        settings = json.loads(json.dumps(settings))  # tuples become lists, as read back
-        old = json.loads(path.read_text()) if path.is_file() else {}
-        diff = sorted(k for k in set(old) & set(settings) if old[k] != settings[k])
-        if diff and self.predictions.is_file() and self.predictions.stat().st_size:
-            k = diff[0]
-            raise ValueError(f"{self.folder} holds results made with other settings ({k}: "
-                             f"{old[k]!r}, now {settings[k]!r}): pass another --out")
-        # settings not compared (a system first run now) are added
-        path.write_text(json.dumps({**old, **settings}, indent=2) + "\n")
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        for system, entry in settings.items():
+            known.setdefault(system, {})[entry["fingerprint"]] = entry["settings"]
+        path.write_text(json.dumps(known, indent=2) + "\n")
 
-    def rows(self) -> dict[tuple[str, str], dict]:
-        """Rows by (task key, system); a later row for the same pair replaces an earlier one."""
+    def rows(self, fingerprints: dict[str, str]) -> dict[tuple[str, str], dict]:
+        """Rows by (task key, system) of the systems in ``fingerprints``, made under those settings.
+
+        A later row for the same pair replaces an earlier one.
+        """
         out: dict[tuple[str, str], dict] = {}
         if self.predictions.is_file():
             with open(self.predictions, encoding="utf-8") as f:
@@ -180,7 +191,8 @@ class Store:
                             row = json.loads(line)
                         except json.JSONDecodeError:  # a line cut short by an interruption
                             continue
-                        out[(row["key"], row["system"])] = row
+                        if fingerprints.get(row["system"]) == row.get("config"):
+                            out[(row["key"], row["system"])] = row
         return out
 
     def append(self, row: dict) -> None:
@@ -217,9 +229,16 @@ class Runner:
     def budget(self) -> int:
         return self.ilre.config.budget
 
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return {s.name: s.fingerprint(self.ilre) for s in self.systems}
+
     def run(self, tasks: Iterable[Task]) -> dict[tuple[str, str], dict]:
         tasks = sorted(tasks, key=lambda t: (t.length, t.task, t.seed))
-        rows = self.store.rows()
+        fingerprints = self.fingerprints
+        self.store.record_settings({s.name: {"fingerprint": fingerprints[s.name], "settings": s.settings(self.ilre)}
+                                    for s in self.systems})
+        rows = self.store.rows(fingerprints)
         total = len(tasks) * len(self.systems)
         done = sum(finished(rows.get((task_key(t), s.name))) for t in tasks for s in self.systems)
         if done < total:
@@ -252,6 +271,7 @@ class Runner:
     # -- one task -------------------------------------------------------------------------
 
     def _answer(self, task: Task, key: str, todo: list[System], rows: dict) -> Iterable[dict]:
+        fingerprints = self.fingerprints
         base = dict(key=key, task=task.task, length=task.length, seed=task.seed, tokens=task.tokens,
                     answers=task.answers, threads=self.threads)
         t0 = time.perf_counter()
@@ -259,7 +279,7 @@ class Runner:
         tokenize = time.perf_counter() - t0
 
         def row(system: System, status: str = OK, **fields) -> dict:
-            return {**base, "system": system.name, "status": status, **fields}
+            return {**base, "system": system.name, "config": fingerprints[system.name], "status": status, **fields}
 
         ilre_variants = [s for s in todo if s.kind == "ilre"]
         capped = [s for s in todo if s.capped]
