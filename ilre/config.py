@@ -30,7 +30,7 @@ class ILReConfig:
     """Longer sentences/lines are cut into pieces of this many tokens."""
     sink: int = 4
     """First tokens every lower layer always attends to (attention sinks)."""
-    window: int = 1024
+    window: int = 256
     """Recent tokens each lower layer keeps in its sliding window."""
     chunk_size: int = 512
     """Tokens per streaming-prefill step."""
