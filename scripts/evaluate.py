@@ -89,40 +89,49 @@ def parse_names(known: tuple[str, ...], what: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python scripts/evaluate.py",
-        description="Score ILRe and the systems it competes with on offline RULER-style tasks: accuracy per "
-                    "task and context length, time to answer and peak memory, as a markdown table and a "
-                    "PNG plot. Resumable: rerun the same command to continue an interrupted run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Score ILRe and the systems it competes with on offline RULER-style tasks: accuracy\n"
+                    "per task and context length, time to answer and peak memory, as a markdown table\n"
+                    "and a PNG plot. Resumable: rerun the same command to continue an interrupted run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python scripts/evaluate.py --preset quick --threads 1\n"
+               "  python scripts/evaluate.py --preset full --threads 1\n"
+               "  python scripts/evaluate.py --tasks passkey,vt --lengths 1K,32K --samples 3 --out results/mine\n"
+               "  python scripts/evaluate.py --preset full --report-only",
     )
     w = p.add_argument_group("what to run")
     w.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                   help="task grid: quick (" + PRESETS["quick"].note + "), full (" + PRESETS["full"].note + ")")
+                   help="task grid: quick (" + PRESETS["quick"].note + "), full (" + PRESETS["full"].note
+                        + "); default: quick")
     w.add_argument("--tasks", type=parse_names(TASKS, "task"), default=None,
                    help="comma-separated task names, replacing the preset's grid (with --lengths, --samples); "
                         f"known: {', '.join(TASKS)}")
     w.add_argument("--lengths", type=parse_lengths, default=None,
                    help="comma-separated context lengths in tokens of the model's tokenizer, e.g. 1K,4K,64K")
-    w.add_argument("--samples", type=int, default=None, help="tasks per (task name, length)")
+    w.add_argument("--samples", type=int, default=None, help="tasks per (task name, length); default: 1")
     w.add_argument("--tasks-file", type=Path, default=None,
                    help="score the tasks of this JSONL file (as written by a previous run) instead of generating")
     w.add_argument("--systems", type=parse_names(tuple(SYSTEMS), "system"), default=DEFAULT_SYSTEMS,
-                   help=f"comma-separated systems; known: {', '.join(SYSTEMS)}")
-    w.add_argument("--seed", type=int, default=0, help="seed of the task generators")
+                   help=f"comma-separated systems; known: {', '.join(SYSTEMS)}; "
+                        f"default: {','.join(DEFAULT_SYSTEMS)}")
+    w.add_argument("--seed", type=int, default=0, help="seed of the task generators; default: 0")
 
     m = p.add_argument_group("model and budget")
     m.add_argument("--model", default=None,
                    help="local model directory or .gguf file; default: the embedded SmolLM2-135M-Instruct")
     m.add_argument("--budget", type=int, default=ILReConfig().budget,
-                   help="context tokens every selecting system may keep (ILRe, SnapKV-style, StreamingLLM, RAG)")
+                   help="context tokens every selecting system may keep (ILRe, SnapKV-style, StreamingLLM, "
+                        "RAG); default: ILRe's, %(default)s")
     m.add_argument("--max-new-tokens", type=int, default=ILReConfig().max_new_tokens,
-                   help="answer length cap, the same for every system")
+                   help="answer length cap, the same for every system; default: %(default)s")
     m.add_argument("--max-context-tokens", type=int, default=None,
                    help="full context and SnapKV-style (O(L²) full prefills) are skipped above this many "
                         "context tokens; default: the preset's (quick 8K, full 16K)")
     m.add_argument("--max-seconds", type=float, default=600.0,
-                   help="... and at every length above one where their full prefill of a task took longer")
+                   help="they are also skipped at every length above one where their full prefill of a task "
+                        "took longer than this many seconds; default: %(default)s")
     m.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                   help="CPU threads for torch (1 leaves the other cores to other work)")
+                   help="CPU threads for torch; use 1 on a shared machine; default: all cores (%(default)s)")
 
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, default=None, help="results folder; default: results/<preset>")
