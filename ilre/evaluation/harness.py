@@ -87,6 +87,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("ilre-k7", "ILRe (kernel 7)", "ilre", {"recall_unit": "token", "kernels": (7,)}),
     System("snapkv", "SnapKV-style", "snapkv", selector=SnapKVStyle(kernel=7, aggregate="votes")),
     System("snapkv-mean", "SnapKV-style (mean)", "snapkv", selector=SnapKVStyle(kernel=7, aggregate="mean")),
+    System("snapkv-k31", "SnapKV-style (kernel 31)", "snapkv", selector=SnapKVStyle(kernel=31, aggregate="votes")),
     System("streaming", "StreamingLLM", "select", selector=StreamingLLM(sink=4)),
     System("rag", "RAG (BM25)", "select", selector=BM25Chunks(chunk_tokens=64)),
 )}
