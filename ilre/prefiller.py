@@ -29,70 +29,17 @@ from .key_cache import KeyCache
 
 log = logging.getLogger(__name__)
 
-try:  # SDPA's enable_gqa argument (torch >= 2.5)
-    _SDPA_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
-except Exception:  # pragma: no cover
-    _SDPA_GQA = False
 
-
+@dataclass
 class LayerWindow:
-    """Sink + sliding-window K/V of one layer below the retrieval layer, before RoPE: [Hkv, n, D].
+    """Sink + sliding-window K/V of one layer below the retrieval layer, before RoPE: [Hkv, n, D]."""
 
-    The tokens live in preallocated buffers with room for one more chunk: a chunk's keys and
-    values are written in place after the window (no concatenation of growing tensors), and
-    trimming back to sink + window copies the kept tokens into a second buffer pair, which then
-    becomes the current one. ``keys`` and ``values`` are views of the current buffers.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int | None = None) -> None:
-        capacity = max(capacity or 0, keys.shape[1])
-        shape = (keys.shape[0], capacity, keys.shape[2])
-        self._buffers = [(keys.new_empty(shape), values.new_empty(shape)) for _ in range(2)]
-        self._current = 0
-        self._sink_copied = False
-        self.length = keys.shape[1]
-        k, v = self._buffers[0]
-        k[:, : self.length] = keys
-        v[:, : self.length] = values
+    keys: torch.Tensor
+    values: torch.Tensor
 
     @property
-    def keys(self) -> torch.Tensor:
-        return self._buffers[self._current][0][:, : self.length]
-
-    @property
-    def values(self) -> torch.Tensor:
-        return self._buffers[self._current][1][:, : self.length]
-
-    @property
-    def capacity(self) -> int:
-        return self._buffers[0][0].shape[1]
-
-    def extended(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The window followed by ``k``/``v`` [Hkv, c, D], without changing the window's own tokens."""
-        n, c = self.length, k.shape[1]
-        if n + c > self.capacity:  # longer than one chunk (a long query): concatenate
-            return torch.cat((self.keys, k), dim=1), torch.cat((self.values, v), dim=1)
-        kb, vb = self._buffers[self._current]
-        kb[:, n:n + c] = k
-        vb[:, n:n + c] = v
-        return kb[:, : n + c], vb[:, : n + c]
-
-    def advance(self, c: int, sink: int, window: int) -> None:
-        """Take the ``c`` tokens written by ``extended`` into the window; keep sink + last ``window``."""
-        total = self.length + c
-        if total <= sink + window:
-            self.length = total
-            return
-        kb, vb = self._buffers[self._current]
-        nk, nv = self._buffers[1 - self._current]
-        if not self._sink_copied:  # the sink never changes once full: copy it to the other buffer once
-            nk[:, :sink] = kb[:, :sink]
-            nv[:, :sink] = vb[:, :sink]
-            self._sink_copied = True
-        nk[:, sink:sink + window] = kb[:, total - window:total]
-        nv[:, sink:sink + window] = vb[:, total - window:total]
-        self._current = 1 - self._current
-        self.length = sink + window
+    def length(self) -> int:
+        return self.keys.shape[1]
 
 
 @dataclass
@@ -130,8 +77,6 @@ class StreamingPrefiller:
             raise ValueError("sink and window must be >= 0")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
-        self._rope_cache: dict = {}
-        self._mask_key, self._mask_value = None, None
 
     @property
     def _param(self) -> torch.Tensor:
@@ -149,9 +94,8 @@ class StreamingPrefiller:
         empty = self._param.new_empty(dec.num_kv_heads, 0, dec.head_dim)
         allocate = lambda layer: KeyCache.allocate(dec.num_kv_heads, ids.numel(), dec.head_dim, layer,  # noqa: E731
                                                    self._param.dtype, self._param.device)
-        capacity = self.sink + self.window + self.chunk_size
         state = StreamState(
-            windows=[LayerWindow(empty, empty, capacity) for _ in range(self.layer)],
+            windows=[LayerWindow(empty, empty) for _ in range(self.layer)],
             key_cache=allocate(self.layer),
             captured={i: allocate(i) for i in sorted(set(capture)) if i < self.layer},
         )
@@ -192,8 +136,10 @@ class StreamingPrefiller:
         hidden = dec.embed(ids)
         c = ids.numel()
         n = windows[0].length if windows else 0
-        cos, sin = self._rope(n + c, hidden.dtype, ids.device)
-        mask = self._mask(c, n, hidden.dtype, ids.device)
+        cos, sin = arch.rope_tables(dec, torch.arange(n + c, device=ids.device), hidden.dtype)
+        # Cached tokens are all visible; the chunk itself is causal.
+        mask = torch.ones(c, n + c, dtype=torch.bool, device=ids.device)
+        mask[:, n:] = torch.ones(c, c, dtype=torch.bool, device=ids.device).tril()
         for i, layer in enumerate(dec.layers[: self.layer]):
             normed = arch.input_norm(layer, hidden)
             q = arch.project_queries(layer, normed, dec.head_dim)
@@ -203,48 +149,16 @@ class StreamingPrefiller:
                 keys_out[i].append(k)
             if queries_out is not None and i in queries_out:
                 queries_out[i] = q
-            keys, values = windows[i].extended(k, v)
+            keys = torch.cat((windows[i].keys, k), dim=1)
+            values = torch.cat((windows[i].values, v), dim=1)
             out = self._attend(layer, arch.rotate(q, cos[n:], sin[n:]), arch.rotate(keys, cos, sin), values, mask)
             hidden = arch.finish_layer(layer, hidden, out)
             if update:
-                windows[i].advance(c, self.sink, self.window)
+                windows[i] = self._trim(keys, values)
         return hidden
-
-    def _rope(self, length: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin for positions 0..length-1, computed once per length (the model's own rotary module).
-
-        Only a handful of lengths occur (the first chunks, then sink + window + chunk), so a
-        small cache removes the per-chunk recomputation; tables are made for exactly the
-        length asked, as before, so RoPE variants that depend on it get the same values.
-        """
-        key = (length, dtype, device)
-        tables = self._rope_cache.get(key)
-        if tables is None:
-            tables = arch.rope_tables(self.decoder, torch.arange(length, device=device), dtype)
-            if len(self._rope_cache) >= 8:
-                self._rope_cache.pop(next(iter(self._rope_cache)))
-            self._rope_cache[key] = tables
-        return tables
-
-    def _mask(self, c: int, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """Additive mask [c, n + c]: cached tokens all visible (0), the chunk itself causal (-inf above).
-
-        Made once per shape, as the float mask that attention would otherwise build from a
-        boolean one in every layer (same values: 0 where visible, -inf elsewhere).
-        """
-        key = (c, n, dtype, device)
-        if self._mask_key != key:
-            mask = torch.zeros(c, n + c, dtype=dtype, device=device)
-            mask[:, n:] = torch.full((c, c), float("-inf"), dtype=dtype, device=device).triu(1)
-            self._mask_key, self._mask_value = key, mask
-        return self._mask_value
 
     def _attend(self, layer, q, k, v, mask) -> torch.Tensor:
         g = self.decoder.groups
-        if g > 1 and self._native_gqa(q.device):
-            out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask,
-                                                 scale=layer.self_attn.scaling, enable_gqa=True)
-            return out[0]
         if g > 1:  # grouped-query attention: each KV head serves g query heads
             k = k.repeat_interleave(g, dim=0)
             v = v.repeat_interleave(g, dim=0)
@@ -252,9 +166,9 @@ class StreamingPrefiller:
                                              scale=layer.self_attn.scaling)
         return out[0]
 
-    @staticmethod
-    def _native_gqa(device: torch.device) -> bool:
-        """SDPA's own grouped-query attention (torch >= 2.5), used on CPU, where it was measured to
-        give the same result as repeating K/V, without the copies. Elsewhere K/V are repeated:
-        with a mask, some CUDA and NPU kernels do not take ``enable_gqa``."""
-        return device.type == "cpu" and _SDPA_GQA
+    def _trim(self, keys: torch.Tensor, values: torch.Tensor) -> LayerWindow:
+        if keys.shape[1] <= self.sink + self.window:
+            return LayerWindow(keys, values)
+        tail = keys.shape[1] - self.window
+        keep = lambda x: torch.cat((x[:, : self.sink], x[:, tail:]), dim=1)  # noqa: E731
+        return LayerWindow(keep(keys), keep(values))
