@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sink", type=int, default=_DEFAULTS.sink, help="first tokens every layer keeps attending to")
     s.add_argument("--window", type=int, default=_DEFAULTS.window, help="recent tokens each lower layer attends to")
     s.add_argument("--chunk-size", type=int, default=_DEFAULTS.chunk_size, help="tokens per prefill step")
+    s.add_argument("--prefill-precision", choices=("auto", "model", "int8"), default=_DEFAULTS.prefill_precision,
+                   help="linear maps of the prefill up to the retrieval layer: 'model' = the model's own "
+                        "weights (exact), 'int8' = dynamic int8 copies (CPU only, ~3x faster), 'auto' = int8 "
+                        "on CPU with float32 weights, else 'model'; the answer always uses the model itself "
+                        f"(default: {_DEFAULTS.prefill_precision})")
 
     g = p.add_argument_group("answer")
     g.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens, help="answer length cap")
@@ -122,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         config = ILReConfig(
             layer=args.layer, budget=args.budget, recall_unit=args.recall_unit, kernels=args.kernels,
             shares=args.shares, pooling=args.pooling, sink=args.sink, window=args.window,
-            chunk_size=args.chunk_size, positions=args.positions, distance=args.distance,
+            chunk_size=args.chunk_size, prefill_precision=args.prefill_precision,
+            positions=args.positions, distance=args.distance,
             max_new_tokens=args.max_new_tokens,
         )
         ilre = ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype, config=config)

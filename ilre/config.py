@@ -34,6 +34,10 @@ class ILReConfig:
     """Recent tokens each lower layer keeps in its sliding window."""
     chunk_size: int = 512
     """Tokens per streaming-prefill step."""
+    prefill_precision: str = "auto"
+    """Linear maps of the prefill and query pass to l_R: 'model' (the model's own weights, exact),
+    'int8' (dynamic int8 copies, CPU only), 'auto' (int8 on CPU with fp32 weights, else 'model').
+    The answer always runs in the model's own precision."""
     positions: str = "relative"
     """Query-key positions for scoring: 'relative' (fixed short distance) or 'absolute'."""
     distance: int = 256
@@ -56,6 +60,11 @@ class ILReConfig:
             raise ValueError("max_new_tokens must be at least 1")
         if self.sink < 0 or self.window < 0 or self.chunk_size < 1:
             raise ValueError("sink and window must be >= 0 and chunk_size >= 1")
+        from .quantize import PRECISIONS
+
+        if self.prefill_precision not in PRECISIONS:
+            raise ValueError(f"prefill_precision must be one of {', '.join(PRECISIONS)}, "
+                             f"not {self.prefill_precision!r}")
         if self.max_unit_tokens < 1 or self.score_block < 1:
             raise ValueError("max_unit_tokens and score_block must be >= 1")
         # The recaller and scorer check their own arguments; build them once to fail early.

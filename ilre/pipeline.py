@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import arch, loading, profile
+from . import arch, loading, profile, quantize
 from .answerer import generate
 from .config import ILReConfig
 from .prefiller import StreamingPrefiller, StreamState
@@ -87,6 +87,7 @@ class ILRe:
                              f"0..{self.decoder.num_layers - 1}")
         self.config = config
         self.template = PromptTemplate(tokenizer, config.instruction)
+        self._int8: dict[str, torch.nn.ModuleList] = {}  # shared by copies made with copy.copy
 
     @classmethod
     def from_pretrained(cls, model: str | Path | None = None, device: str | None = None,
@@ -105,6 +106,16 @@ class ILRe:
 
     # -- stages ---------------------------------------------------------------------------
 
+    def prefiller(self, progress: bool = False) -> StreamingPrefiller:
+        """The streaming prefiller of this configuration (int8 layer copies made once, on first use)."""
+        c = self.config
+        layers = None
+        if quantize.resolve(c.prefill_precision, self.decoder.embed.weight) == "int8":
+            if len(self._int8.get("layers", ())) <= c.layer:
+                self._int8["layers"] = quantize.int8_layers(self.decoder.layers, c.layer)
+            layers = self._int8["layers"]
+        return StreamingPrefiller(self.model, c.layer, c.sink, c.window, c.chunk_size, progress, layers)
+
     def _sync(self) -> None:
         if self.backend is not None:
             self.backend.synchronize()
@@ -118,8 +129,7 @@ class ILRe:
             raise ValueError("the context is empty: it has no tokens")
         prefix = self.template.prefix_ids()
         t1 = time.perf_counter()
-        prefiller = StreamingPrefiller(self.model, c.layer, c.sink, c.window, c.chunk_size, progress)
-        state = prefiller.prefill(torch.cat((prefix, tokens.ids)))
+        state = self.prefiller(progress).prefill(torch.cat((prefix, tokens.ids)))
         self._sync()
         t2 = time.perf_counter()
         return EncodedContext(tokens, prefix, state, {"tokenize": t1 - t0, "prefill": t2 - t1})
@@ -131,8 +141,7 @@ class ILRe:
         n_ctx = len(encoded.tokens)
         if c.budget >= n_ctx:
             return torch.arange(n_ctx), {"score": 0.0, "recall": 0.0}
-        prefiller = StreamingPrefiller(self.model, c.layer, c.sink, c.window, c.chunk_size)
-        queries = prefiller.query_states(encoded.state, query_ids)
+        queries = self.prefiller().query_states(encoded.state, query_ids)
         scorer = QueryScorer(c.positions, c.distance, c.score_block)
         scores = scorer.score(self.decoder, queries, encoded.state.key_cache)
         scores = scores[encoded.prefix_ids.numel():].cpu()

@@ -18,7 +18,8 @@ causally: each token sees between ``window`` and ``window + chunk_size`` recent 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -67,12 +68,18 @@ class StreamingPrefiller:
     window: int = 1024
     chunk_size: int = 512
     progress: bool = False
+    layers: Sequence[torch.nn.Module] | None = None
+    """Stand-ins for the model's layers 0..layer (e.g. ilre.quantize.int8_layers); None: its own."""
 
     def __post_init__(self) -> None:
         self.decoder = arch.decoder_of(self.model)
         n = self.decoder.num_layers
         if not 0 <= self.layer < n:
             raise ValueError(f"layer {self.layer} is out of range: the model has layers 0..{n - 1}")
+        if self.layers is not None:
+            if len(self.layers) <= self.layer:
+                raise ValueError(f"{len(self.layers)} stand-in layers given, layers 0..{self.layer} are needed")
+            self.decoder = replace(self.decoder, layers=self.layers)
         if self.sink < 0 or self.window < 0:
             raise ValueError("sink and window must be >= 0")
         if self.chunk_size < 1:

@@ -290,13 +290,15 @@ def measure_matmul_peak(device: str | None = None, dtype: str | None = None, thr
 
 
 def _ilre_config(opts: dict) -> dict:
-    return {k: opts[k] for k in ("layer", "chunk_size", "window", "sink") if opts.get(k) is not None}
+    keys = ("layer", "chunk_size", "window", "sink", "prefill_precision")
+    return {k: opts[k] for k in keys if opts.get(k) is not None}
 
 
 def measure_ilre(opts: dict) -> dict:
     """ILRe's time to first answer token on the context in ``opts['context_file']``, by stage."""
     import torch
 
+    from ilre import quantize
     from ilre.pipeline import ILRe
 
     set_threads(opts.get("threads"))
@@ -328,6 +330,7 @@ def measure_ilre(opts: dict) -> dict:
         "num_layers": ilre.decoder.num_layers,
         "sink": c.sink, "window": c.window, "chunk_size": c.chunk_size, "budget": c.budget,
         "recall_unit": c.recall_unit,
+        "prefill_precision": quantize.resolve(c.prefill_precision, ilre.decoder.embed.weight),
         "stages_s": stages,
         "other_s": max(0.0, total - sum(stages.values())),
         "ttft_s": total,
@@ -413,8 +416,8 @@ def measure_prefill(opts: dict) -> dict:
     """The streaming prefill alone (no tokenisation, no query), for chunk-size and thread sweeps."""
     import torch
 
+    from ilre import quantize
     from ilre.pipeline import ILRe
-    from ilre.prefiller import StreamingPrefiller
 
     set_threads(opts.get("threads"))
     ctx = json.loads(Path(opts["context_file"]).read_text())
@@ -423,7 +426,7 @@ def measure_prefill(opts: dict) -> dict:
     c = ilre.config
     ids = torch.cat((ilre.template.prefix_ids(), ilre.tokenizer(ctx["text"], add_special_tokens=False,
                                                                 return_tensors="pt")["input_ids"][0]))
-    prefiller = StreamingPrefiller(ilre.model, c.layer, c.sink, c.window, c.chunk_size)
+    prefiller = ilre.prefiller()
     prefiller.prefill(ids[: 2 * c.chunk_size])  # warm-up
     best = math.inf
     for _ in range(opts.get("repeats", 1)):
@@ -432,6 +435,7 @@ def measure_prefill(opts: dict) -> dict:
         best = min(best, t.seconds)
     flops = prefill_flops(ilre.model, c.layer, ids.numel(), c.sink, c.window, c.chunk_size)
     return {"tokens": ids.numel(), "chunk_size": c.chunk_size, "window": c.window, "layer": c.layer,
+            "prefill_precision": quantize.resolve(c.prefill_precision, ilre.decoder.embed.weight),
             "threads": torch.get_num_threads(), "seconds": best, "tokens_per_s": ids.numel() / best,
             "gflops_per_s": flops["total"] / best / 1e9, "flops": flops}
 
@@ -499,7 +503,8 @@ def run_bench(args: argparse.Namespace) -> dict:
     lengths = list(args.lengths) + ([ONE_M] if args.with_1m and ONE_M not in args.lengths else [])
     isolate = not args.no_isolation
     base = {"model": args.model, "device": args.device, "dtype": args.dtype, "threads": args.threads}
-    cfg = {"layer": args.layer, "chunk_size": args.chunk_size, "window": args.window, "sink": args.sink}
+    cfg = {"layer": args.layer, "chunk_size": args.chunk_size, "window": args.window, "sink": args.sink,
+           "prefill_precision": args.prefill_precision}
     doc = {
         "command": " ".join(sys.argv[1:]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -553,6 +558,11 @@ def run_bench(args: argparse.Namespace) -> dict:
             _log(f"ILRe {label(n)} ...")
             row["ilre"] = run_isolated("ilre", {**base, **cfg, "context_file": contexts[n]}, None, isolate)
             _log(f"  {_brief(row['ilre'])}")
+            if not args.no_exact and row["ilre"].get("prefill_precision", "model") != "model":
+                _log(f"ILRe {label(n)}, exact prefill (the model's own precision) ...")
+                row["ilre_exact"] = run_isolated("ilre", {**base, **cfg, "prefill_precision": "model",
+                                                          "context_file": contexts[n]}, None, isolate)
+                _log(f"  {_brief(row['ilre_exact'])}")
             rows.append(row)
         if not args.no_full:
             prior = measured_full_points(args.fit_from) if args.fit_from else []
@@ -636,25 +646,31 @@ def summarise(doc: dict) -> None:
     peak = doc.get("matmul_peak_gflops") or None
     by_len = {}
     for row in doc.get("rows", []):
-        ilre, full = row.get("ilre", {}), row.get("full", {})
-        if ilre.get("status") == "ok":
+        full = row.get("full", {})
+        for key, suffix in (("ilre", ""), ("ilre_exact", "_exact")):
+            ilre = row.get(key, {})
+            if ilre.get("status") != "ok":
+                continue
             if peak and ilre.get("prefill_gflops_per_s"):
                 ilre["prefill_share_of_matmul_peak"] = ilre["prefill_gflops_per_s"] / peak
             ilre["peak_over_weights_bytes"] = ilre["peak_rss_bytes"] - ilre["weights_bytes"]
             if full.get("ttft_s"):
-                row["speedup"] = full["ttft_s"] / ilre["ttft_s"]
+                row["speedup" + suffix] = full["ttft_s"] / ilre["ttft_s"]
                 row["speedup_extrapolated"] = bool(full.get("extrapolated"))
         by_len[row["length"]] = row
     goals = doc["goals"]
 
-    def speed_goal(name: str, n: int) -> None:
+    def speed_goal(name: str, n: int, suffix: str = "") -> None:
         row = by_len.get(n)
-        if row and row.get("speedup"):
-            goals[name] = {"target": f">= {GOALS[name]}x", "value": round(row["speedup"], 2),
-                           "holds": row["speedup"] >= GOALS[name], "extrapolated": row["speedup_extrapolated"]}
+        if row and row.get("speedup" + suffix):
+            value = row["speedup" + suffix]
+            goals[name + suffix] = {"target": f">= {GOALS[name]}x", "value": round(value, 2),
+                                    "holds": value >= GOALS[name], "extrapolated": row["speedup_extrapolated"],
+                                    "prefill": row["ilre" + suffix].get("prefill_precision")}
 
-    speed_goal("speedup_8k", 8192)
-    speed_goal("speedup_32k", 32768)
+    for suffix in ("", "_exact"):
+        speed_goal("speedup_8k", 8192, suffix)
+        speed_goal("speedup_32k", 32768, suffix)
     a, b = by_len.get(32768, {}).get("ilre", {}), by_len.get(131072, {}).get("ilre", {})
     if a.get("ttft_s") and b.get("ttft_s"):
         g = b["ttft_s"] / a["ttft_s"]
@@ -664,12 +680,15 @@ def summarise(doc: dict) -> None:
         over = b["peak_over_weights_bytes"] / GIB
         goals["memory_128k_gib"] = {"target": f"peak <= weights + {GOALS['memory_128k_gib']} GiB",
                                     "value": round(over, 3), "holds": over <= GOALS["memory_128k_gib"]}
-    shares = [r["ilre"]["prefill_share_of_matmul_peak"] for r in doc.get("rows", [])
-              if r.get("ilre", {}).get("prefill_share_of_matmul_peak") and r["length"] >= 8192]
+    # The share of the fp32 matmul peak means something for the prefill in the model's own
+    # precision: the exact rows when there are any (int8 runs count fp32-equivalent FLOPs).
+    exact_key = "ilre_exact" if any(r.get("ilre_exact") for r in doc.get("rows", [])) else "ilre"
+    shares = [r[exact_key]["prefill_share_of_matmul_peak"] for r in doc.get("rows", [])
+              if r.get(exact_key, {}).get("prefill_share_of_matmul_peak") and r["length"] >= 8192]
     if shares:
         goals["prefill_share"] = {"target": f">= {GOALS['prefill_share']}", "value": round(min(shares), 3),
                                   "holds": min(shares) >= GOALS["prefill_share"],
-                                  "note": "lowest share over lengths >= 8K"}
+                                  "note": f"lowest share over lengths >= 8K ({exact_key} rows)"}
     one_m = by_len.get(ONE_M, {}).get("ilre", {})
     if one_m:
         goals["one_million"] = {"target": "completes", "holds": one_m.get("status") == "ok",
@@ -690,13 +709,16 @@ def _cpu_name() -> str:
 # output
 
 
-def table(doc: dict) -> str:
-    """The per-length table as Markdown."""
+def table(doc: dict, key: str = "ilre") -> str:
+    """The per-length table as Markdown, for ILRe's default rows or ``key='ilre_exact'``."""
     head = ("| context | tokenize s | prefill s | score s | recall s | answer s | ILRe TTFT s | ILRe peak MiB "
             "| full TTFT s | full peak MiB | speedup | prefill tok/s | prefill GFLOP/s | share of mm peak |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    speedup = "speedup" if key == "ilre" else "speedup_exact"
     for row in doc.get("rows", []):
-        i, f = row.get("ilre", {}), row.get("full", {})
+        i, f = row.get(key, {}), row.get("full", {})
+        if not i:
+            continue
         st = i.get("stages_s", {})
         num = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
         if f.get("extrapolated"):
@@ -709,17 +731,18 @@ def table(doc: dict) -> str:
             f"| {num(st.get('recall'))} | {num(st.get('answer'))} | {num(i.get('ttft_s'))} "
             f"| {num(i.get('peak_rss_bytes', 0) / MIB if i.get('peak_rss_bytes') else None, 0)} "
             f"| {full_t} | {num(f.get('peak_rss_bytes', 0) / MIB if f.get('peak_rss_bytes') else None, 0)} "
-            f"| {num(row.get('speedup'), 1)}{'*' if row.get('speedup_extrapolated') else ''} "
+            f"| {num(row.get(speedup), 1)}{'*' if row.get('speedup_extrapolated') else ''} "
             f"| {num(i.get('prefill_tokens_per_s'), 0)} | {num(i.get('prefill_gflops_per_s'), 1)} "
             f"| {'-' if share is None else f'{share:.0%}'} |")
     return "\n".join(lines)
 
 
 def sweep_table(doc: dict) -> str:
-    lines = ["| context | threads | chunk | prefill s | tok/s | GFLOP/s |", "|---|---|---|---|---|---|"]
+    lines = ["| context | prefill | threads | chunk | prefill s | tok/s | GFLOP/s |", "|---|---|---|---|---|---|---|"]
     for r in doc.get("sweep", []):
         if r.get("status") == "ok":
-            lines.append(f"| {label(r['length'])} | {r['threads']} | {r['chunk_size']} | {r['seconds']:.2f} "
+            lines.append(f"| {label(r['length'])} | {r.get('prefill_precision', 'model')} | {r['threads']} "
+                         f"| {r['chunk_size']} | {r['seconds']:.2f} "
                          f"| {r['tokens_per_s']:.0f} | {r['gflops_per_s']:.1f} |")
     return "\n".join(lines)
 
@@ -741,6 +764,9 @@ def plot(doc: dict, path: Path) -> bool:
     ax.plot(xs, [r["ilre"]["ttft_s"] for r in rows], "o-", color="tab:blue", label="ILRe, time to first token")
     ax.plot(xs, [r["ilre"]["stages_s"]["prefill"] for r in rows], ".:", color="tab:blue", alpha=0.6,
             label="ILRe, streaming prefill alone")
+    exact = [(r["length"], r["ilre_exact"]["ttft_s"]) for r in rows if r.get("ilre_exact", {}).get("status") == "ok"]
+    if exact:
+        ax.plot(*zip(*exact), "^-", color="tab:green", label="ILRe, exact prefill (model precision)")
     full = [(r["length"], r["full"]) for r in doc.get("rows", []) if r.get("full", {}).get("ttft_s")]
     meas = [(n, f["ttft_s"]) for n, f in full if not f.get("extrapolated")]
     extra = [(n, f["ttft_s"]) for n, f in full if f.get("extrapolated")]
@@ -758,7 +784,8 @@ def plot(doc: dict, path: Path) -> bool:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     layer = rows[0]["ilre"].get("layer")
-    ax.set_title(f"Time to first answer token (retrieval layer {layer})", fontsize=10)
+    precision = rows[0]["ilre"].get("prefill_precision", "model")
+    ax.set_title(f"Time to first answer token (retrieval layer {layer}, {precision} prefill)", fontsize=10)
 
     mx.plot(xs, [r["ilre"]["peak_rss_bytes"] / GIB for r in rows], "o-", color="tab:blue", label="ILRe peak RSS")
     fm = [(r["length"], r["full"]["peak_rss_bytes"] / GIB) for r in doc.get("rows", [])
@@ -793,7 +820,11 @@ def report(doc: dict) -> str:
         i = rows[0]["ilre"]
         lines.append(f"retrieval layer: {i['layer']} of {i['num_layers']} | sink {i['sink']} window {i['window']} "
                      f"chunk {i['chunk_size']} | weights {i['weights_bytes'] / MIB:.0f} MiB | {i['device']}")
+        lines.append(f"ILRe, prefill precision {i.get('prefill_precision', 'model')}:")
         lines.append(table(doc))
+        if any(r.get("ilre_exact") for r in doc["rows"]):
+            lines.append("ILRe, exact prefill (the model's own precision):")
+            lines.append(table(doc, "ilre_exact"))
         lines.append("* speedup against an extrapolated full-context time")
     if doc.get("sweep"):
         lines.append(sweep_table(doc))
@@ -839,6 +870,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=None, help="streaming prefill chunk (default: ILReConfig's)")
     p.add_argument("--window", type=int, default=None, help="sliding window of the lower layers (default: ILReConfig's)")
     p.add_argument("--sink", type=int, default=None, help="sink tokens (default: ILReConfig's)")
+    p.add_argument("--prefill-precision", choices=("auto", "model", "int8"), default=None,
+                   help="linear maps of the streaming prefill (default: ILReConfig's, 'auto': int8 on CPU)")
+    p.add_argument("--no-exact", action="store_true",
+                   help="do not also time ILRe with the exact prefill (the model's own precision) when the "
+                        "default prefill is int8")
     p.add_argument("--matmul-size", type=int, default=2048, help="side of the square matrices of the matmul peak")
     p.add_argument("--matmul-seconds", type=float, default=3.0, help="time spent measuring the matmul peak, each time")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated context")

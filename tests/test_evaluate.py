@@ -276,3 +276,18 @@ def test_full_pass_answer_equals_generate(tiny_model_dir):
     got, got_ids = B.greedy_continue(ilre.model, ilre.tokenizer, fp.cache, fp.last_logits, 12)
     want, want_ids = generate(ilre.model, ilre.tokenizer, ids, 12)
     assert got_ids.tolist() == want_ids.tolist() and got == want
+
+
+def test_ilre_variants_share_a_prefill_only_when_its_settings_match(tmp_path, tiny_model_dir, monkeypatch):
+    calls = []
+    real = ILRe.encode
+    monkeypatch.setattr(ILRe, "encode", lambda self, *a, **k: calls.append(self.config.prefill_precision)
+                        or real(self, *a, **k))
+    out = tmp_path / "r"
+    assert evaluate.main(["--model", str(tiny_model_dir), "--tasks", "passkey", "--lengths", "300",
+                          "--budget", "64", "--max-new-tokens", "2", "--threads", "1", "--no-progress",
+                          "--systems", "ilre,ilre-mk,ilre-exact,ilre-int8", "--out", str(out)]) == 0
+    warm_up = 1
+    # ilre and ilre-mk share the default prefill ('auto'); exact and int8 each stream their own.
+    assert sorted(calls[warm_up:]) == ["auto", "int8", "model"]
+    assert {r["system"] for r in rows_of(out) if r["status"] == "ok"} == {"ilre", "ilre-mk", "ilre-exact", "ilre-int8"}
