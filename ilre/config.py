@@ -32,8 +32,9 @@ class ILReConfig:
     """First tokens every lower layer always attends to (attention sinks)."""
     window: int = 256
     """Recent tokens each lower layer keeps in its sliding window."""
-    chunk_size: int = 512
-    """Tokens per streaming-prefill step."""
+    chunk_size: int | None = None
+    """Tokens per streaming-prefill step. None: 128 for the int8 prefill, 512 in the model's
+    precision (the fastest measured on CPU for each, docs/performance.md)."""
     prefill_precision: str = "auto"
     """Linear maps of the prefill and query pass to l_R: 'model' (the model's own weights, exact),
     'int8' (dynamic int8 copies, CPU only), 'auto' (int8 on CPU with fp32 weights, else 'model').
@@ -51,6 +52,10 @@ class ILReConfig:
     max_new_tokens: int = 48
     """Answer length cap (greedy decoding)."""
 
+    def chunk_for(self, precision: str) -> int:
+        """The chunk size for a prefill in ``precision`` ('int8' or 'model')."""
+        return self.chunk_size or (128 if precision == "int8" else 512)
+
     def validate(self) -> None:
         if self.budget < 1:
             raise ValueError(f"budget must be at least 1 token, got {self.budget}")
@@ -58,7 +63,7 @@ class ILReConfig:
             raise ValueError(f"recall_unit must be 'sentence' or 'token', not {self.recall_unit!r}")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
-        if self.sink < 0 or self.window < 0 or self.chunk_size < 1:
+        if self.sink < 0 or self.window < 0 or (self.chunk_size is not None and self.chunk_size < 1):
             raise ValueError("sink and window must be >= 0 and chunk_size >= 1")
         from .quantize import PRECISIONS
 

@@ -110,11 +110,12 @@ class ILRe:
         """The streaming prefiller of this configuration (int8 layer copies made once, on first use)."""
         c = self.config
         layers = None
-        if quantize.resolve(c.prefill_precision, self.decoder.embed.weight) == "int8":
+        precision = quantize.resolve(c.prefill_precision, self.decoder.embed.weight)
+        if precision == "int8":
             if len(self._int8.get("layers", ())) <= c.layer:
                 self._int8["layers"] = quantize.int8_layers(self.decoder.layers, c.layer)
             layers = self._int8["layers"]
-        return StreamingPrefiller(self.model, c.layer, c.sink, c.window, c.chunk_size, progress, layers)
+        return StreamingPrefiller(self.model, c.layer, c.sink, c.window, c.chunk_for(precision), progress, layers)
 
     def _sync(self) -> None:
         if self.backend is not None:

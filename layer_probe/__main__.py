@@ -109,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the fixed query-key distance of --positions relative")
     r.add_argument("--sink", type=int, default=_DEFAULTS.sink, help="first tokens every lower layer attends to")
     r.add_argument("--window", type=int, default=_DEFAULTS.window, help="recent tokens each lower layer attends to")
-    r.add_argument("--chunk-size", type=int, default=_DEFAULTS.chunk_size, help="tokens per prefill step")
+    r.add_argument("--chunk-size", type=int, default=None,
+                   help="tokens per prefill step (default: 128 with the int8 prefill, 512 otherwise)")
+    r.add_argument("--prefill-precision", choices=("auto", "model", "int8"), default=_DEFAULTS.prefill_precision,
+                   help="linear maps of the prefill, as in ilre.answer: the probe measures what the pipeline "
+                        f"will compute (default: {_DEFAULTS.prefill_precision}, int8 on CPU)")
 
     d = p.add_argument_group("compute")
     d.add_argument("--device", default=None, help="auto, cpu, cuda[:N] or npu[:N]; default: $ILRE_DEVICE, else auto")
@@ -124,7 +128,8 @@ def _config(args: argparse.Namespace) -> ILReConfig:
     config = replace(_DEFAULTS, budget=args.budget, recall_unit=args.recall_unit,
                      kernels=tuple(parse_ints(args.kernels, "--kernels")), pooling=args.pooling,
                      max_unit_tokens=args.max_unit_tokens, positions=args.positions, distance=args.distance,
-                     sink=args.sink, window=args.window, chunk_size=args.chunk_size)
+                     sink=args.sink, window=args.window, chunk_size=args.chunk_size,
+                     prefill_precision=args.prefill_precision)
     config.validate()
     return config
 

@@ -24,10 +24,9 @@ from typing import Iterable, Iterator, Protocol, Sequence
 
 import torch
 
-from ilre import arch
+from ilre import arch, quantize
 from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
-from ilre.prefiller import StreamingPrefiller
 from ilre.prompt import tokenize_context
 from ilre.recaller import PoolingRecaller, UnitRecaller
 from ilre.scorer import QueryScorer
@@ -102,7 +101,10 @@ class LayerProbe:
         self.tokenizer = tokenizer
         self.count = tokenizer_len_for(tokenizer)
         c = self.config
-        self.prefiller = StreamingPrefiller(model, self.layers[-1], c.sink, c.window, c.chunk_size, progress)
+        # The pipeline's own prefiller (precision, chunk size) up to the deepest candidate.
+        self.prefiller = self.pipeline.prefiller(progress)
+        precision = quantize.resolve(c.prefill_precision, self.pipeline.decoder.embed.weight)
+        self.config = replace(c, chunk_size=self.prefiller.chunk_size, prefill_precision=precision)  # as run
         self.scorer = QueryScorer(c.positions, c.distance, c.score_block)
         self.recallers = recallers(c)
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "layer_probe/1"
 SETTINGS = ("budget", "recall_unit", "kernels", "shares", "pooling", "max_unit_tokens", "sink", "window",
-            "chunk_size", "positions", "distance")
+            "chunk_size", "prefill_precision", "positions", "distance")
 
 
 def registered_path(name: str) -> Path:

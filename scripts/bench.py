@@ -321,14 +321,15 @@ def measure_ilre(opts: dict) -> dict:
     total = time.perf_counter() - t0
     stages = {k: result.timings.get(k, 0.0) for k in ("tokenize", "prefill", "score", "recall", "answer")}
     streamed = result.context_tokens + ilre.template.prefix_ids().numel()
-    flops = prefill_flops(ilre.model, c.layer, streamed, c.sink, c.window, c.chunk_size)
+    chunk = ilre.prefiller().chunk_size  # the configured one, or the default for the precision
+    flops = prefill_flops(ilre.model, c.layer, streamed, c.sink, c.window, chunk)
     recalled = " ".join(s.text for s in result.spans)
     out = {
         "context_tokens": result.context_tokens,
         "streamed_tokens": streamed,
         "layer": c.layer,
         "num_layers": ilre.decoder.num_layers,
-        "sink": c.sink, "window": c.window, "chunk_size": c.chunk_size, "budget": c.budget,
+        "sink": c.sink, "window": c.window, "chunk_size": chunk, "budget": c.budget,
         "recall_unit": c.recall_unit,
         "prefill_precision": quantize.resolve(c.prefill_precision, ilre.decoder.embed.weight),
         "stages_s": stages,
@@ -427,14 +428,14 @@ def measure_prefill(opts: dict) -> dict:
     ids = torch.cat((ilre.template.prefix_ids(), ilre.tokenizer(ctx["text"], add_special_tokens=False,
                                                                 return_tensors="pt")["input_ids"][0]))
     prefiller = ilre.prefiller()
-    prefiller.prefill(ids[: 2 * c.chunk_size])  # warm-up
+    prefiller.prefill(ids[: 2 * prefiller.chunk_size])  # warm-up
     best = math.inf
     for _ in range(opts.get("repeats", 1)):
         with ilre.backend.timer() as t:
             prefiller.prefill(ids)
         best = min(best, t.seconds)
-    flops = prefill_flops(ilre.model, c.layer, ids.numel(), c.sink, c.window, c.chunk_size)
-    return {"tokens": ids.numel(), "chunk_size": c.chunk_size, "window": c.window, "layer": c.layer,
+    flops = prefill_flops(ilre.model, c.layer, ids.numel(), c.sink, c.window, prefiller.chunk_size)
+    return {"tokens": ids.numel(), "chunk_size": prefiller.chunk_size, "window": c.window, "layer": c.layer,
             "prefill_precision": quantize.resolve(c.prefill_precision, ilre.decoder.embed.weight),
             "threads": torch.get_num_threads(), "seconds": best, "tokens_per_s": ids.numel() / best,
             "gflops_per_s": flops["total"] / best / 1e9, "flops": flops}
@@ -867,7 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on cpu, bf16 else)")
     p.add_argument("--layer", type=int, default=None,
                    help="retrieval layer (0-based; default: the model's profile, as ILRe.from_pretrained picks)")
-    p.add_argument("--chunk-size", type=int, default=None, help="streaming prefill chunk (default: ILReConfig's)")
+    p.add_argument("--chunk-size", type=int, default=None, help="streaming prefill chunk (default: ILReConfig's, 128 for the int8 prefill, 512 else)")
     p.add_argument("--window", type=int, default=None, help="sliding window of the lower layers (default: ILReConfig's)")
     p.add_argument("--sink", type=int, default=None, help="sink tokens (default: ILReConfig's)")
     p.add_argument("--prefill-precision", choices=("auto", "model", "int8"), default=None,

@@ -111,3 +111,12 @@ def test_pipeline_makes_the_int8_copies_once_and_uses_them(tokenizer, monkeypatc
     assert ilre.prefiller().decoder.layers is ilre._int8["layers"]
     exact = ILRe(model, tokenizer, ILReConfig(layer=LAYER, prefill_precision="model"))
     assert exact.prefiller().decoder.layers is model.model.layers
+
+
+@needs_int8
+def test_default_chunk_follows_the_prefill_precision(tokenizer):
+    model = tiny_model("llama")
+    chunk = lambda **kw: ILRe(model, tokenizer, ILReConfig(layer=LAYER, **kw)).prefiller().chunk_size  # noqa: E731
+    assert chunk(prefill_precision="int8") == 128
+    assert chunk(prefill_precision="model") == 512
+    assert chunk(prefill_precision="int8", chunk_size=77) == chunk(prefill_precision="model", chunk_size=77) == 77
