@@ -177,3 +177,23 @@ def test_help_lists_every_option(bench, capsys):
     text = capsys.readouterr().out
     for option in ("--lengths", "--cap-seconds", "--with-1m", "--threads", "--out", "--sweep", "--device"):
         assert option in text
+
+
+def test_goals_for_the_default_and_the_exact_prefill(bench):
+    def ilre(ttft, precision, gflops):
+        return {"status": "ok", "ttft_s": ttft, "prefill_precision": precision, "prefill_gflops_per_s": gflops,
+                "peak_rss_bytes": 2 * bench.GIB, "weights_bytes": bench.GIB}
+
+    rows = [{"length": n, "label": bench.label(n), "full": {"ttft_s": full, "extrapolated": False},
+             "ilre": ilre(t8, "int8", 300.0), "ilre_exact": ilre(t32, "model", 40.0)}
+            for n, full, t8, t32 in ((8192, 30.0, 3.0, 8.0), (32768, 300.0, 10.0, 35.0))]
+    doc = {"rows": rows, "goals": {}, "matmul_peak_gflops": 100.0}
+    bench.summarise(doc)
+    g = doc["goals"]
+    assert g["speedup_8k"]["value"] == 10.0 and g["speedup_8k"]["prefill"] == "int8" and g["speedup_8k"]["holds"]
+    assert g["speedup_32k_exact"]["value"] == pytest.approx(300 / 35, abs=0.01)
+    assert not g["speedup_32k_exact"]["holds"]
+    # The share of the fp32 matmul peak is judged on the prefill in the model's own precision.
+    assert g["prefill_share"]["value"] == 0.4 and not g["prefill_share"]["holds"]
+    exact_table = bench.table(doc, "ilre_exact")
+    assert "| 32K |" in exact_table and "| 8.6 |" in exact_table and "| 10.0 |" not in exact_table
