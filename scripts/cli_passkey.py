@@ -49,8 +49,9 @@ def main() -> None:
             record = json.loads(run.stdout)
             ok = score(record["answer"], task)
             right += ok
+            recalled = " ".join(span["text"] for span in record["spans"])
             row = dict(length=args.length, depth=round(depth, 3), tokens=record["context_tokens"], correct=ok,
-                       answer=record["answer"], layer=record["layer"], wall=round(wall, 1),
+                       needle_recalled=all(a in recalled for a in task.answers), answer=record["answer"], layer=record["layer"], wall=round(wall, 1),
                        timings={k: round(v, 2) for k, v in record["timings"].items()})
             log.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
