@@ -179,7 +179,7 @@ def _setup(args: argparse.Namespace) -> _Setup:
     model, tokenizer, name = load(args.model, backend.torch_device, backend.dtype, backend.attn_implementation)
     layers = parse_layers(args.layers, decoder_of(model).num_layers)
     probe = LayerProbe(model, tokenizer, config, layers, name, progress=not args.no_progress)
-    return _Setup(specs, lengths, key_digits, haystacks, prefer, config, backend, model, name, probe)
+    return _Setup(specs, lengths, key_digits, haystacks, prefer, probe.config, backend, model, name, probe)
 
 
 def _measure(setup: _Setup, args: argparse.Namespace) -> list[SampleResult]:
