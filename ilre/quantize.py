@@ -2,7 +2,7 @@
 
 Retrieval needs the keys at l_R only to rank context tokens, not to reproduce the model's
 arithmetic, so the streaming prefill (and the query's pass to l_R, which must match it) may run
-its linear maps in int8: dynamic per-token activation quantisation with per-channel int8
+its linear maps in int8: activations quantised on the fly (one scale per call), per-channel int8
 weights, torch's x86 kernels. The answer is always computed by the model itself, in its own
 dtype. docs/performance.md gives the measured speed-up and docs/parameters.md the recall
 measured against the exact prefill, which chose ``prefill_precision='auto'`` as the default.
