@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ILReConfig
+from .config import PREFILL_PRECISIONS, ILReConfig
 
 log = logging.getLogger("ilre")
 _DEFAULTS = ILReConfig()
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-size", type=int, default=None,
                    help="tokens per prefill step (default: 128 with the int8 prefill, 512 in the model's "
                         "precision: the fastest measured on CPU for each)")
-    s.add_argument("--prefill-precision", choices=("auto", "model", "int8"), default=_DEFAULTS.prefill_precision,
+    s.add_argument("--prefill-precision", choices=PREFILL_PRECISIONS, default=_DEFAULTS.prefill_precision,
                    help="linear maps of the prefill up to the retrieval layer: 'model' = the model's own "
                         "weights (exact), 'int8' = dynamic int8 copies (CPU only, ~3x faster), 'auto' = int8 "
                         "on CPU with float32 weights, else 'model'; the answer always uses the model itself "

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PREFILL_PRECISIONS = ("auto", "model", "int8")
+"""Values of ``ILReConfig.prefill_precision`` (ilre/quantize.py says what each means)."""
+
 DEFAULT_INSTRUCTION = (
     "Below are excerpts of a long document, in their original order. "
     "Answer the question using them; answer briefly."
@@ -65,10 +68,8 @@ class ILReConfig:
             raise ValueError("max_new_tokens must be at least 1")
         if self.sink < 0 or self.window < 0 or (self.chunk_size is not None and self.chunk_size < 1):
             raise ValueError("sink and window must be >= 0 and chunk_size >= 1")
-        from .quantize import PRECISIONS
-
-        if self.prefill_precision not in PRECISIONS:
-            raise ValueError(f"prefill_precision must be one of {', '.join(PRECISIONS)}, "
+        if self.prefill_precision not in PREFILL_PRECISIONS:
+            raise ValueError(f"prefill_precision must be one of {', '.join(PREFILL_PRECISIONS)}, "
                              f"not {self.prefill_precision!r}")
         if self.max_unit_tokens < 1 or self.score_block < 1:
             raise ValueError("max_unit_tokens and score_block must be >= 1")

@@ -106,11 +106,16 @@ class ILRe:
 
     # -- stages ---------------------------------------------------------------------------
 
+    @property
+    def prefill_precision(self) -> str:
+        """'int8' or 'model': what this configuration's prefill computes on this model and device."""
+        return quantize.resolve(self.config.prefill_precision, self.decoder.embed.weight)
+
     def prefiller(self, progress: bool = False) -> StreamingPrefiller:
         """The streaming prefiller of this configuration (int8 layer copies made once, on first use)."""
         c = self.config
         layers = None
-        precision = quantize.resolve(c.prefill_precision, self.decoder.embed.weight)
+        precision = self.prefill_precision
         if precision == "int8":
             if len(self._int8.get("layers", ())) <= c.layer:
                 self._int8["layers"] = quantize.int8_layers(self.decoder.layers, c.layer)

@@ -19,9 +19,9 @@ import warnings
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from .config import PREFILL_PRECISIONS
 
-PRECISIONS = ("auto", "model", "int8")
+log = logging.getLogger(__name__)
 
 
 def int8_available() -> bool:
@@ -40,8 +40,8 @@ def resolve(precision: str, param: torch.Tensor) -> str:
     'auto' means int8 on CPU with fp32 weights when the kernels exist, else the model's own
     precision. An explicit 'int8' where it cannot run is an error, not a silent fallback.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"prefill_precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision not in PREFILL_PRECISIONS:
+        raise ValueError(f"prefill_precision must be one of {', '.join(PREFILL_PRECISIONS)}, not {precision!r}")
     if precision == "model":
         return "model"
     problem = None
@@ -55,7 +55,7 @@ def resolve(precision: str, param: torch.Tensor) -> str:
         return "int8"
     if precision == "int8":
         raise ValueError(f"prefill_precision='int8' cannot run: {problem}; use 'auto' or 'model'")
-    log.info("streaming prefill in the model's precision: %s", problem)
+    log.debug("streaming prefill in the model's precision: %s", problem)
     return "model"
 
 

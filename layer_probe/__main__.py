@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ilre.config import ILReConfig
+from ilre.config import PREFILL_PRECISIONS, ILReConfig
 
 from .needles import HAYSTACKS, NeedleSpec, parse_ints, parse_lengths, plan
 from .select import Preference
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--window", type=int, default=_DEFAULTS.window, help="recent tokens each lower layer attends to")
     r.add_argument("--chunk-size", type=int, default=None,
                    help="tokens per prefill step (default: 128 with the int8 prefill, 512 otherwise)")
-    r.add_argument("--prefill-precision", choices=("auto", "model", "int8"), default=_DEFAULTS.prefill_precision,
+    r.add_argument("--prefill-precision", choices=PREFILL_PRECISIONS, default=_DEFAULTS.prefill_precision,
                    help="linear maps of the prefill, as in ilre.answer: the probe measures what the pipeline "
                         f"will compute (default: {_DEFAULTS.prefill_precision}, int8 on CPU)")
 

@@ -24,7 +24,7 @@ from typing import Iterable, Iterator, Protocol, Sequence
 
 import torch
 
-from ilre import arch, quantize
+from ilre import arch
 from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
 from ilre.prompt import tokenize_context
@@ -103,8 +103,8 @@ class LayerProbe:
         c = self.config
         # The pipeline's own prefiller (precision, chunk size) up to the deepest candidate.
         self.prefiller = self.pipeline.prefiller(progress)
-        precision = quantize.resolve(c.prefill_precision, self.pipeline.decoder.embed.weight)
-        self.config = replace(c, chunk_size=self.prefiller.chunk_size, prefill_precision=precision)  # as run
+        self.config = replace(c, chunk_size=self.prefiller.chunk_size,  # as run
+                              prefill_precision=self.pipeline.prefill_precision)
         self.scorer = QueryScorer(c.positions, c.distance, c.score_block)
         self.recallers = recallers(c)
 

@@ -298,7 +298,6 @@ def measure_ilre(opts: dict) -> dict:
     """ILRe's time to first answer token on the context in ``opts['context_file']``, by stage."""
     import torch
 
-    from ilre import quantize
     from ilre.pipeline import ILRe
 
     set_threads(opts.get("threads"))
@@ -321,7 +320,7 @@ def measure_ilre(opts: dict) -> dict:
     total = time.perf_counter() - t0
     stages = {k: result.timings.get(k, 0.0) for k in ("tokenize", "prefill", "score", "recall", "answer")}
     streamed = result.context_tokens + ilre.template.prefix_ids().numel()
-    chunk = ilre.prefiller().chunk_size  # the configured one, or the default for the precision
+    chunk = c.chunk_for(ilre.prefill_precision)  # the configured one, or the default for the precision
     flops = prefill_flops(ilre.model, c.layer, streamed, c.sink, c.window, chunk)
     recalled = " ".join(s.text for s in result.spans)
     out = {
@@ -331,7 +330,7 @@ def measure_ilre(opts: dict) -> dict:
         "num_layers": ilre.decoder.num_layers,
         "sink": c.sink, "window": c.window, "chunk_size": chunk, "budget": c.budget,
         "recall_unit": c.recall_unit,
-        "prefill_precision": quantize.resolve(c.prefill_precision, ilre.decoder.embed.weight),
+        "prefill_precision": ilre.prefill_precision,
         "stages_s": stages,
         "other_s": max(0.0, total - sum(stages.values())),
         "ttft_s": total,
@@ -417,7 +416,6 @@ def measure_prefill(opts: dict) -> dict:
     """The streaming prefill alone (no tokenisation, no query), for chunk-size and thread sweeps."""
     import torch
 
-    from ilre import quantize
     from ilre.pipeline import ILRe
 
     set_threads(opts.get("threads"))
@@ -436,7 +434,7 @@ def measure_prefill(opts: dict) -> dict:
         best = min(best, t.seconds)
     flops = prefill_flops(ilre.model, c.layer, ids.numel(), c.sink, c.window, prefiller.chunk_size)
     return {"tokens": ids.numel(), "chunk_size": prefiller.chunk_size, "window": c.window, "layer": c.layer,
-            "prefill_precision": quantize.resolve(c.prefill_precision, ilre.decoder.embed.weight),
+            "prefill_precision": ilre.prefill_precision,
             "threads": torch.get_num_threads(), "seconds": best, "tokens_per_s": ids.numel() / best,
             "gflops_per_s": flops["total"] / best / 1e9, "flops": flops}
 
@@ -837,6 +835,8 @@ def report(doc: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ilre.config import PREFILL_PRECISIONS  # light: no torch
+
     p = argparse.ArgumentParser(
         prog="python scripts/bench.py",
         description="Time to first answer token and peak memory of ILRe against a full-context pass of the "
@@ -868,10 +868,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on cpu, bf16 else)")
     p.add_argument("--layer", type=int, default=None,
                    help="retrieval layer (0-based; default: the model's profile, as ILRe.from_pretrained picks)")
-    p.add_argument("--chunk-size", type=int, default=None, help="streaming prefill chunk (default: ILReConfig's, 128 for the int8 prefill, 512 else)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="streaming prefill chunk (default: ILReConfig's, 128 for the int8 prefill, 512 else)")
     p.add_argument("--window", type=int, default=None, help="sliding window of the lower layers (default: ILReConfig's)")
     p.add_argument("--sink", type=int, default=None, help="sink tokens (default: ILReConfig's)")
-    p.add_argument("--prefill-precision", choices=("auto", "model", "int8"), default=None,
+    p.add_argument("--prefill-precision", choices=PREFILL_PRECISIONS, default=None,
                    help="linear maps of the streaming prefill (default: ILReConfig's, 'auto': int8 on CPU)")
     p.add_argument("--no-exact", action="store_true",
                    help="do not also time ILRe with the exact prefill (the model's own precision) when the "
