@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import arch
+from ..answerer import cut_repeat, repeats
 from ..prompt import ContextTokens, assemble, contiguous_runs
 from ..recaller import pool, split_long_units
 
@@ -277,8 +278,8 @@ def greedy_continue(model: torch.nn.Module, tokenizer, cache, last_logits: torch
     device = next(model.parameters()).device
     stop = eos_ids(model, tokenizer)
     new = [int(last_logits.argmax())]
-    while new[-1] not in stop and len(new) < max_new_tokens:
+    while new[-1] not in stop and len(new) < max_new_tokens and not repeats(new):
         out = model(input_ids=torch.tensor([[new[-1]]], device=device), past_key_values=cache, use_cache=True)
         new.append(int(out.logits[0, -1].argmax()))
-    ids = torch.tensor(new, dtype=torch.long)
+    ids = torch.tensor(cut_repeat(new), dtype=torch.long)
     return tokenizer.decode(ids, skip_special_tokens=True).strip(), ids

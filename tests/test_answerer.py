@@ -1,0 +1,40 @@
+"""The answer stops when it starts repeating itself, and keeps what came before the loop."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import tiny_model
+from ilre.answerer import REPEAT_NGRAM, generate, repeats, stop_at_repeat
+
+N = REPEAT_NGRAM
+
+
+def test_a_loop_is_cut_after_its_first_turn():
+    loop = [5, 6, 7, 8]  # "The answer is:" over and over
+    assert stop_at_repeat([1, 2] + loop * 6) == [1, 2] + loop
+
+
+def test_an_answer_without_a_repeated_run_is_kept_whole():
+    ids = list(range(40)) + list(range(N - 1))  # repeats a run one token shorter than N
+    assert stop_at_repeat(ids) == ids
+
+
+@given(st.lists(st.integers(0, 3), max_size=60))
+def test_what_is_kept_is_a_prefix_without_a_repeated_run(ids):
+    kept = stop_at_repeat(ids)
+    assert ids[:len(kept)] == kept
+    assert not any(repeats(kept[:k]) for k in range(len(kept) + 1))
+
+
+def test_generate_stops_on_a_loop_and_matches_plain_greedy_before_it(tokenizer):
+    model = tiny_model("llama")  # random weights loop early and often
+    prompt = torch.tensor(tokenizer("ab ab ab ab ab ab ab ab ab ab", add_special_tokens=False)["input_ids"])
+    _, ids = generate(model, tokenizer, prompt, 64)
+    with torch.inference_mode():
+        plain = model.generate(prompt.view(1, -1), attention_mask=torch.ones(1, prompt.numel(), dtype=torch.long),
+                               max_new_tokens=64, do_sample=False, pad_token_id=1)[0, prompt.numel():].tolist()
+    assert ids.tolist() == stop_at_repeat(plain)
+    assert len(ids) < len(plain)  # this model does loop: the test saw the stop at work
