@@ -23,6 +23,7 @@ import psutil
 import torch
 
 from ilre.config import ILReConfig
+from ilre.evaluation import ruler
 from ilre.evaluation.harness import DEFAULT_SYSTEMS, SYSTEMS, Runner, Store, System, task_key
 from ilre.evaluation.report import length_label, markdown, plot
 from ilre.tasks import TASKS, Task, make_tasks, read_jsonl, tokenizer_len_for, write_jsonl
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  python scripts/evaluate.py --preset quick --threads 1\n"
                "  python scripts/evaluate.py --preset full --threads 1\n"
                "  python scripts/evaluate.py --tasks passkey,vt --lengths 1K,32K --samples 3 --out results/mine\n"
+               "  python scripts/evaluate.py --ruler ../RULER --lengths 4K --samples 8\n"
+               "  python scripts/evaluate.py --documents --lengths 4K --threads 1\n"
                "  python scripts/evaluate.py --preset full --report-only",
     )
     w = p.add_argument_group("what to run")
@@ -111,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--samples", type=int, default=None, help="tasks per (task name, length); default: 1")
     w.add_argument("--tasks-file", type=Path, default=None,
                    help="score the tasks of this JSONL file (as written by a previous run) instead of generating")
+    w.add_argument("--documents", action="store_true",
+                   help="natural questions about real long documents (manuals, FAQs from Debian and PyPI "
+                        "packages) instead of the synthetic tasks: a window per question at each of --lengths "
+                        "(default 4K), reported as docs/lexical and docs/paraphrase; default folder: results/documents")
+    w.add_argument("--ruler", type=Path, default=None, metavar="PATH",
+                   help="a checkout of NVIDIA's RULER (github.com/NVIDIA/RULER): run RULER's own generators "
+                        "offline for --ruler-tasks at each of --lengths (default 4K, RULER's max_seq_length: "
+                        "prompt plus answer) with --samples and --seed, instead of the project's tasks; "
+                        "default folder: results/ruler")
+    w.add_argument("--ruler-tasks", type=parse_names(ruler.RULER_TASKS, "RULER task"), default=None,
+                   help=f"comma-separated RULER tasks for --ruler; default: all of {', '.join(ruler.RULER_TASKS)}")
     w.add_argument("--systems", type=parse_names(tuple(SYSTEMS), "system"), default=DEFAULT_SYSTEMS,
                    help=f"comma-separated systems; known: {', '.join(SYSTEMS)}; "
                         f"default: {','.join(DEFAULT_SYSTEMS)}")
@@ -157,7 +171,18 @@ def generate_tasks(args: argparse.Namespace, tokenizer) -> list[Task]:
         if not tasks:
             raise ValueError(f"tasks file {args.tasks_file} holds no tasks")
         return tasks
+    if args.ruler is not None:
+        if args.tasks or args.documents:
+            raise ValueError("--ruler runs RULER's tasks: choose them with --ruler-tasks, not --tasks or --documents")
+        return ruler.generate(args.ruler, tokenizer, args.ruler_tasks or ruler.RULER_TASKS, args.lengths or (4 * K,),
+                              args.samples or 1, seed=args.seed)
     count = tokenizer_len_for(tokenizer)
+    if args.documents:
+        from ilre.evaluation.documents import document_tasks
+
+        if args.tasks or args.samples:
+            raise ValueError("--documents replaces the synthetic tasks: it takes --lengths, not --tasks or --samples")
+        return [t for n in args.lengths or (4 * K,) for t in document_tasks(count, n, seed=args.seed)]
     out: list[Task] = []
     for grid in grids(args):
         out += make_tasks(grid.tasks, grid.lengths, grid.samples, count, seed=args.seed)
@@ -207,8 +232,13 @@ def main(argv: list[str] | None = None) -> int:
                             ("--threads", args.threads), ("--samples", args.samples or 1)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if args.ruler_tasks and args.ruler is None:
+            raise ValueError("--ruler-tasks needs --ruler, the path of a RULER checkout")
+        if args.ruler is not None and not args.report_only:
+            ruler.checkout(args.ruler)  # a bad path fails here, before the model loads
         torch.set_num_threads(args.threads)
-        folder = args.out or Path("results") / args.preset
+        folder = args.out or Path("results") / ("documents" if args.documents else
+                                                 "ruler" if args.ruler else args.preset)
         systems = [SYSTEMS[n] for n in args.systems]
         preset = PRESETS[args.preset]
         cap = args.max_context_tokens or preset.max_context_tokens
@@ -216,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
 
         ilre = ILRe.from_pretrained(args.model, device="cpu", budget=args.budget,
                                     max_new_tokens=args.max_new_tokens)
-        meta = {"title": f"ILRe evaluation ({args.preset if not args.tasks else 'custom'})",
+        kind = "documents" if args.documents else "RULER" if args.ruler else args.preset if not args.tasks else "custom"
+        meta = {"title": f"ILRe evaluation ({kind})",
                 "command": "python scripts/evaluate.py " + shlex.join(argv),
                 "model": ilre.name, "retrieval layer": ilre.config.layer, "budget": f"{args.budget} tokens",
                 "full context and SnapKV-style": f"up to {length_label(cap)} tokens",
