@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PREFILL_PRECISIONS = ("auto", "model", "int8")
+RECALL_UNITS = ("sentence", "token")
+QUERY_TOKENS = ("question", "suffix")
 """Values of ``ILReConfig.prefill_precision`` (ilre/quantize.py says what each means)."""
 
 DEFAULT_INSTRUCTION = (
@@ -22,14 +24,21 @@ class ILReConfig:
     budget: int = 256
     """Context tokens the answer reads. Covering the context gives the plain full-context prompt."""
     recall_unit: str = "sentence"
-    """'sentence': whole sentences/lines ranked by their best token; 'token': multi-kernel pooling."""
+    """'sentence': whole sentences/lines, each scored by every query token's best match in it;
+    'token': the paper's multi-kernel pooling of per-token scores."""
+    query_tokens: str = "question"
+    """Query tokens whose attention scores the context: 'question' (the question's own tokens) or
+    'suffix' (also the chat template's end and the answer prefix)."""
+    unit_cut: float = 0.0
+    """recall_unit='sentence' stops at the first unit scoring below this share of the best one's
+    score (0: take units while the budget lasts)."""
     kernels: tuple[int, ...] = (1, 7, 31)
     """Pooling kernel sizes (odd) for recall_unit='token'; each gets a share of the budget."""
     shares: tuple[float, ...] | None = None
     """Budget share per kernel; None splits it equally."""
     pooling: str = "max"
     """'max' or 'avg' pooling of the scores."""
-    max_unit_tokens: int = 64
+    max_unit_tokens: int = 128
     """Longer sentences/lines are cut into pieces of this many tokens."""
     sink: int = 4
     """First tokens every lower layer always attends to (attention sinks)."""
@@ -62,8 +71,10 @@ class ILReConfig:
     def validate(self) -> None:
         if self.budget < 1:
             raise ValueError(f"budget must be at least 1 token, got {self.budget}")
-        if self.recall_unit not in ("sentence", "token"):
+        if self.recall_unit not in RECALL_UNITS:
             raise ValueError(f"recall_unit must be 'sentence' or 'token', not {self.recall_unit!r}")
+        if self.query_tokens not in QUERY_TOKENS:
+            raise ValueError(f"query_tokens must be 'question' or 'suffix', not {self.query_tokens!r}")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
         if self.sink < 0 or self.window < 0 or (self.chunk_size is not None and self.chunk_size < 1):
@@ -71,11 +82,24 @@ class ILReConfig:
         if self.prefill_precision not in PREFILL_PRECISIONS:
             raise ValueError(f"prefill_precision must be one of {', '.join(PREFILL_PRECISIONS)}, "
                              f"not {self.prefill_precision!r}")
-        if self.max_unit_tokens < 1 or self.score_block < 1:
-            raise ValueError("max_unit_tokens and score_block must be >= 1")
-        # The recaller and scorer check their own arguments; build them once to fail early.
-        from .recaller import PoolingRecaller
-        from .scorer import QueryScorer
+        if self.score_block < 1:
+            raise ValueError("score_block must be >= 1")
+        # The recallers and scorer check their own arguments; build them once to fail early.
+        from .recaller import PoolingRecaller, UnitRecaller
 
         PoolingRecaller(self.kernels, self.shares, self.pooling)
-        QueryScorer(self.positions, self.distance, self.score_block)
+        UnitRecaller(self.max_unit_tokens, self.unit_cut)
+        self.scorer()
+
+    def recaller(self):
+        """The recaller of ``recall_unit``, with this configuration's parameters."""
+        from .recaller import PoolingRecaller, UnitRecaller
+
+        if self.recall_unit == "sentence":
+            return UnitRecaller(self.max_unit_tokens, self.unit_cut)
+        return PoolingRecaller(self.kernels, self.shares, self.pooling)
+
+    def scorer(self):
+        from .scorer import QueryScorer
+
+        return QueryScorer(self.positions, self.distance, self.score_block)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -14,8 +15,8 @@ from .answerer import generate
 from .config import ILReConfig
 from .prefiller import StreamingPrefiller, StreamState
 from .prompt import ContextTokens, PromptTemplate, assemble, contiguous_runs, tokenize_context
-from .recaller import PoolingRecaller, UnitRecaller
-from .scorer import QueryScorer
+from .key_cache import KeyCache
+from .recaller import TextUnits, UnitRecaller
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,15 @@ class ILRe:
         model_dir = Path(model) if model is not None and Path(model).is_dir() else None
         return cls(lm, tokenizer, replace(config or ILReConfig(), **overrides), name, model_dir, backend)
 
+    def with_config(self, **overrides) -> "ILRe":
+        """The same model, tokenizer and int8 copies under another configuration (checked)."""
+        config = replace(self.config, **overrides)
+        config.validate()
+        other = copy.copy(self)
+        other.config = config
+        other.template = PromptTemplate(self.tokenizer, config.instruction)
+        return other
+
     # -- stages ---------------------------------------------------------------------------
 
     @property
@@ -140,25 +150,47 @@ class ILRe:
         t2 = time.perf_counter()
         return EncodedContext(tokens, prefix, state, {"tokenize": t1 - t0, "prefill": t2 - t1})
 
-    def recall(self, encoded: EncodedContext, query_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Context token positions (sorted) that the answer will read, and the stage times."""
-        c = self.config
+    def recall(self, encoded: EncodedContext, query: str, answer_prefix: str = "") -> tuple[torch.Tensor, dict[str, float]]:
+        """Context token positions (sorted) that the answer to ``query`` will read, and the stage times."""
         t0 = time.perf_counter()
         n_ctx = len(encoded.tokens)
-        if c.budget >= n_ctx:
+        if self.config.budget >= n_ctx:
             return torch.arange(n_ctx), {"score": 0.0, "recall": 0.0}
+        query_ids = self.template.suffix_ids(query, answer_prefix)
+        question = self.template.question_mask(query, answer_prefix)
         queries = self.prefiller().query_states(encoded.state, query_ids)
-        scorer = QueryScorer(c.positions, c.distance, c.score_block)
-        scores = scorer.score(self.decoder, queries, encoded.state.key_cache)
-        scores = scores[encoded.prefix_ids.numel():].cpu()
+        scores, units = self.scores(queries, encoded.state.key_cache, encoded.tokens, encoded.prefix_ids.numel(),
+                                    question)
         self._sync()
         t1 = time.perf_counter()
-        if c.recall_unit == "sentence":
-            recaller = UnitRecaller(kernel=1, max_unit_tokens=c.max_unit_tokens)
-        else:
-            recaller = PoolingRecaller(c.kernels, c.shares, c.pooling)
-        positions = recaller.recall(scores, c.budget, encoded.tokens.unit_starts())
+        positions = self.select(scores, units, encoded.tokens)
         return positions, {"score": t1 - t0, "recall": time.perf_counter() - t1}
+
+    def scores(self, queries: torch.Tensor, cache: KeyCache, tokens: ContextTokens, n_prefix: int,
+               question: torch.Tensor | None = None) -> tuple[torch.Tensor, TextUnits | None]:
+        """Scores of the context from the queries [H, T, D] of a layer and that layer's keys of
+        prefix + context: one per unit (and the units) for sentence recall, else one per token.
+
+        ``question`` marks the query tokens that belong to the question (``PromptTemplate.question_mask``);
+        with ``query_tokens='question'`` only they score the context.
+        """
+        c = self.config
+        if c.query_tokens == "question" and question is not None and question.any():
+            queries = queries[:, question.to(queries.device)]
+        recaller = c.recaller()
+        if isinstance(recaller, UnitRecaller):
+            units = recaller.units(tokens.unit_starts(), len(tokens))
+            # Prefix keys (template, instruction) form one extra unit that is never recalled.
+            index = torch.cat((torch.full((n_prefix,), len(units), dtype=torch.long), units.index()))
+            return c.scorer().score(self.decoder, queries, cache, index, len(units) + 1)[:-1].cpu(), units
+        return c.scorer().score(self.decoder, queries, cache)[n_prefix:].cpu(), None
+
+    def select(self, scores: torch.Tensor, units: TextUnits | None, tokens: ContextTokens) -> torch.Tensor:
+        """The positions the answer reads, from what :meth:`scores` gave."""
+        recaller = self.config.recaller()
+        if units is not None:
+            return recaller.take(scores, units, self.config.budget)
+        return recaller.recall(scores, self.config.budget, tokens.unit_starts())
 
     def answer(self, context: str | EncodedContext, query: str, answer_prefix: str = "",
                streamer=None, progress: bool = False) -> AnswerResult:
@@ -167,7 +199,7 @@ class ILRe:
             raise ValueError("the query is empty")
         encoded = context if isinstance(context, EncodedContext) else self.encode(context, progress)
         suffix = self.template.suffix_ids(query, answer_prefix)
-        positions, times = self.recall(encoded, suffix)
+        positions, times = self.recall(encoded, query, answer_prefix)
         gap = self.template.encode_text(self.config.gap_marker)
         prompt = assemble(encoded.prefix_ids, encoded.tokens.ids, positions, suffix, gap)
         t0 = time.perf_counter()

@@ -97,6 +97,26 @@ class PromptTemplate:
     def suffix_ids(self, question: str, answer_prefix: str = "") -> torch.Tensor:
         return self.encode_text(self._render(question, answer_prefix)[1])
 
+    def question_mask(self, question: str, answer_prefix: str = "") -> torch.Tensor:
+        """Which tokens of ``suffix_ids`` belong to the question itself, [T] bool.
+
+        The rest (chat-template end, answer prefix) attend alike whatever is asked. All true
+        where the tokenizer gives no offsets or the template hides the question's text.
+        """
+        suffix = self._render(question, answer_prefix)[1]
+        n = self.suffix_ids(question, answer_prefix).numel()
+        start = suffix.find(question.strip()) if question.strip() else -1
+        try:
+            enc = self.tokenizer(suffix, add_special_tokens=False, return_offsets_mapping=True)
+        except (NotImplementedError, ValueError):
+            return torch.ones(n, dtype=torch.bool)
+        offsets = torch.tensor(enc["offset_mapping"], dtype=torch.long).view(-1, 2)
+        if start < 0 or offsets.shape[0] != n:
+            return torch.ones(n, dtype=torch.bool)
+        end = start + len(question.strip())
+        mask = (offsets[:, 0] < end) & (offsets[:, 1] > start)
+        return mask if mask.any() else torch.ones(n, dtype=torch.bool)
+
 
 def assemble(prefix: torch.Tensor, context: torch.Tensor, positions: torch.Tensor,
              suffix: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Recallers: turn one score per context token into the token positions the answer will read.
+"""Recallers: turn scores of context tokens (or of whole units) into the positions the answer reads.
 
 Both return sorted, unique positions within [0, L), never more than the budget, and all L
 positions when the budget covers the context.
@@ -80,43 +80,84 @@ class PoolingRecaller:
 
 
 @dataclass
+class TextUnits:
+    """A context's sentences/lines as token ranges [start, end), in text order."""
+
+    starts: torch.Tensor  # [U] long
+    ends: torch.Tensor    # [U] long
+
+    @classmethod
+    def of(cls, unit_starts: torch.Tensor | None, length: int, max_tokens: int) -> "TextUnits":
+        """Units from their first tokens, longer ones cut into pieces of ``max_tokens``."""
+        starts = unit_starts if unit_starts is not None else torch.zeros(1, dtype=torch.long)
+        starts = split_long_units(starts.cpu(), length, max_tokens) if length else starts[:0]
+        return cls(starts, torch.cat((starts[1:], torch.tensor([length]))) if length else starts)
+
+    def __len__(self) -> int:
+        return self.starts.numel()
+
+    @property
+    def length(self) -> int:
+        return int(self.ends[-1]) if len(self) else 0
+
+    def index(self) -> torch.Tensor:
+        """The unit of every token, [L]."""
+        return torch.searchsorted(self.starts, torch.arange(self.length), right=True) - 1
+
+    def best(self, scores: torch.Tensor) -> torch.Tensor:
+        """Each unit's best token score, [U]."""
+        out = torch.full((len(self),), float("-inf"))
+        return out.scatter_reduce(0, self.index(), scores.float().cpu().reshape(-1), reduce="amax")
+
+
+@dataclass
 class UnitRecaller:
     """Recall whole text units (sentences, lines) instead of pooled token neighbourhoods.
 
-    A unit scores as its best token after pooling with ``kernel``; units are taken best first
-    while they fit in the budget. Units longer than ``max_unit_tokens`` are cut into pieces so
-    one run-on paragraph cannot take the whole budget. Small models are confused by fragments;
-    whole units keep each recalled fact readable.
+    Units are taken best first while they fit in the budget. Small models are confused by
+    fragments, so whole units keep each recalled fact readable, and budget that no whole unit
+    fits stays unused rather than filled with stray tokens. Units longer than
+    ``max_unit_tokens`` are cut into pieces so that one run-on paragraph cannot take the whole
+    budget. ``cut`` stops at the first unit scoring below ``cut`` times the best unit's score:
+    a clear answer then comes with fewer look-alikes (0 keeps taking while the budget lasts).
     """
 
-    kernel: int = 1
-    max_unit_tokens: int = 64
+    max_unit_tokens: int = 128
+    cut: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_unit_tokens < 1:
+            raise ValueError(f"max_unit_tokens must be at least 1, got {self.max_unit_tokens}")
+        if not 0.0 <= self.cut < 1.0:
+            raise ValueError(f"cut must be in [0, 1), got {self.cut}")
+
+    def units(self, unit_starts: torch.Tensor | None, length: int) -> TextUnits:
+        return TextUnits.of(unit_starts, length, self.max_unit_tokens)
+
+    def take(self, unit_scores: torch.Tensor, units: TextUnits, budget: int) -> torch.Tensor:
+        """Sorted token positions of the best units that fit in ``budget``, given a score per unit."""
+        length = units.length
+        if budget >= length:
+            return torch.arange(length)
+        unit_scores = unit_scores.float().cpu().reshape(-1)
+        order = torch.argsort(unit_scores, descending=True, stable=True).tolist()
+        floor = self.cut * float(unit_scores[order[0]]) if order and self.cut else float("-inf")
+        sizes = (units.ends - units.starts).tolist()
+        chosen, left = [], budget
+        for u in order:
+            if unit_scores[u] < floor or left == 0:
+                break
+            if sizes[u] <= left:
+                chosen.append(u)
+                left -= sizes[u]
+        if not chosen:
+            return torch.zeros(0, dtype=torch.long)
+        return torch.cat([torch.arange(int(units.starts[u]), int(units.ends[u])) for u in sorted(chosen)])
 
     def recall(self, scores: torch.Tensor, budget: int, unit_starts: torch.Tensor | None = None) -> torch.Tensor:
-        scores = scores.float().reshape(-1)
-        length = scores.numel()
-        budget = max(0, min(budget, length))
-        if budget == length:
-            return torch.arange(length, device=scores.device)
-        starts = unit_starts if unit_starts is not None else torch.zeros(1, dtype=torch.long)
-        starts = split_long_units(starts.to(scores.device), length, self.max_unit_tokens)
-        ends = torch.cat((starts[1:], torch.tensor([length], device=scores.device)))
-        unit_of = torch.searchsorted(starts, torch.arange(length, device=scores.device), right=True) - 1
-        best = torch.full((starts.numel(),), float("-inf"), device=scores.device)
-        best = best.scatter_reduce(0, unit_of, pool(scores, self.kernel), reduce="amax")
-        chosen = torch.zeros(length, dtype=torch.bool, device=scores.device)
-        left = budget
-        for u in torch.argsort(best, descending=True, stable=True).tolist():
-            size = int(ends[u] - starts[u])
-            if size <= left:
-                chosen[starts[u]:ends[u]] = True
-                left -= size
-            if left == 0:
-                break
-        if left:  # fill what no whole unit fits with the best remaining single tokens
-            rest = scores.masked_fill(chosen, float("-inf"))
-            chosen[torch.argsort(rest, descending=True, stable=True)[:left]] = True
-        return chosen.nonzero().view(-1)
+        """Positions from one score per token: a unit scores as its best token."""
+        units = self.units(unit_starts, scores.numel())
+        return self.take(units.best(scores), units, budget).to(scores.device)
 
 
 def split_long_units(starts: torch.Tensor, length: int, max_len: int) -> torch.Tensor:

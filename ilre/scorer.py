@@ -14,7 +14,13 @@ POSITION_SCHEMES = ("relative", "absolute")
 
 @dataclass
 class QueryScorer:
-    """Per-head softmax(q·Kᵀ/√d) in fp32, averaged over heads and query tokens, one score per key.
+    """Per-head softmax(q·Kᵀ/√d) in fp32, one score per key or per unit of keys.
+
+    Per key: the attention averaged over heads and query tokens. Per unit (a sentence or line,
+    given as ``units``): for every head and query token, the unit's best key; then the average
+    over heads and query tokens. A unit thus scores high when many query tokens each find a
+    match in it (the question's key words, each in its own place), not when one token of it
+    draws the attention every query token pays to any line of that shape.
 
     Keys are scored in blocks with a two-pass softmax (log-sum-exp first, then probabilities),
     so no [query × context] matrix larger than one block ever exists.
@@ -36,8 +42,13 @@ class QueryScorer:
             raise ValueError(f"positions must be one of {POSITION_SCHEMES}, not {self.positions!r}")
 
     @torch.inference_mode()
-    def score(self, decoder: arch.Decoder, queries: torch.Tensor, cache: KeyCache) -> torch.Tensor:
-        """Scores [L] (fp32) for the ``cache.filled`` keys, given pre-RoPE queries [H, T, D]."""
+    def score(self, decoder: arch.Decoder, queries: torch.Tensor, cache: KeyCache,
+              units: torch.Tensor | None = None, num_units: int = 0) -> torch.Tensor:
+        """Scores (fp32) for the ``cache.filled`` keys, given pre-RoPE queries [H, T, D].
+
+        Without ``units``: one score per key, [L]. With ``units`` (the unit index of every key,
+        [L], values in 0..num_units-1): one score per unit, [num_units].
+        """
         h, t, d = queries.shape
         length = cache.filled
         device = queries.device
@@ -69,11 +80,19 @@ class QueryScorer:
         lse = torch.full(q.shape[:2], float("-inf"), device=device)
         for s in starts:
             lse = torch.logaddexp(lse, _logsumexp_(logits(s)))
-        scores = torch.empty(length, dtype=torch.float32, device=device)
+        if units is None:
+            scores = torch.empty(length, dtype=torch.float32, device=device)
+            for s in starts:
+                probs = logits(s).sub_(lse[..., None]).exp_()
+                scores[s:s + probs.shape[-1]] = probs.sum(dim=(0, 1)) / (h * t)
+            return scores
+        units = units.to(device)
+        best = torch.zeros(q.shape[0], q.shape[1], num_units, dtype=torch.float32, device=device)
         for s in starts:
             probs = logits(s).sub_(lse[..., None]).exp_()
-            scores[s:s + probs.shape[-1]] = probs.sum(dim=(0, 1)) / (h * t)
-        return scores
+            index = units[s:s + probs.shape[-1]].expand_as(probs)
+            best.scatter_reduce_(2, index, probs, reduce="amax")
+        return best.sum(dim=(0, 1)) / (h * t)
 
 
 def _logsumexp_(x: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,6 @@ from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
 from ilre.prompt import tokenize_context
 from ilre.recaller import PoolingRecaller, UnitRecaller
-from ilre.scorer import QueryScorer
 from ilre.tasks import Task, tokenizer_len_for
 
 from .needles import NeedleSpec, make_task, needle_mask
@@ -47,7 +46,7 @@ class Recaller(Protocol):
 def recallers(config: ILReConfig) -> dict[str, Recaller]:
     """The recallers of the three modes, built as the pipeline builds them from ``config``."""
     return {
-        "sentence": UnitRecaller(kernel=1, max_unit_tokens=config.max_unit_tokens),
+        "sentence": UnitRecaller(config.max_unit_tokens, config.unit_cut),
         "single": PoolingRecaller((1,), None, config.pooling),
         "multi": PoolingRecaller(config.kernels, config.shares, config.pooling),
     }
@@ -105,8 +104,9 @@ class LayerProbe:
         self.prefiller = self.pipeline.prefiller(progress)
         self.config = replace(c, chunk_size=self.prefiller.chunk_size,  # as run
                               prefill_precision=self.pipeline.prefill_precision)
-        self.scorer = QueryScorer(c.positions, c.distance, c.score_block)
+        self.scorer = c.scorer()
         self.recallers = recallers(c)
+        self.sentences = self.pipeline.with_config(recall_unit="sentence")
 
     def task(self, spec: NeedleSpec) -> Task:
         return make_task(spec, self.count)
@@ -120,6 +120,7 @@ class LayerProbe:
         needle = needle_mask(tokens, task.needles)
         prefix = template.prefix_ids()
         query = template.suffix_ids(task.question, task.answer_prefix)
+        question = template.question_mask(task.question, task.answer_prefix)
         state = self.prefiller.prefill(torch.cat((prefix, tokens.ids)), capture=tuple(self.layers[:-1]))
         queries = self.prefiller.query_states_by_layer(state, query)
         caches = {**state.captured, self.layers[-1]: state.key_cache}
@@ -127,10 +128,18 @@ class LayerProbe:
         n_ctx, n_needle = len(tokens), int(needle.sum())
         recall: dict[str, list[float]] = {m: [] for m in self.recallers}
         for layer in self.layers:
-            scores = self.scorer.score(self.decoder, queries[layer], caches[layer])[prefix.numel():].cpu()
+            if c.query_tokens == "question" and question.any():
+                tokens_q = queries[layer][:, question.to(queries[layer].device)]
+            else:
+                tokens_q = queries[layer]
+            scores = self.scorer.score(self.decoder, tokens_q, caches[layer])[prefix.numel():].cpu()
             for mode, recaller in self.recallers.items():
                 if c.budget >= n_ctx:  # the pipeline reads the whole context then
                     hit = n_needle
+                elif mode == "sentence":  # exactly as the pipeline recalls sentences
+                    unit_scores, found = self.sentences.scores(queries[layer], caches[layer], tokens,
+                                                               prefix.numel(), question)
+                    hit = int(needle[self.sentences.select(unit_scores, found, tokens)].sum())
                 else:
                     hit = int(needle[recaller.recall(scores, c.budget, units)].sum())
                 recall[mode].append(hit / n_needle)

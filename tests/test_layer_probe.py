@@ -195,7 +195,7 @@ def test_probe_recall_is_what_the_pipeline_recalls(recall_unit, kernels, mode):
     for i, layer in enumerate(layers):
         ilre = ILRe(model, tok, replace(config, layer=layer))
         encoded = ilre.encode(task.context)
-        positions, _ = ilre.recall(encoded, ilre.template.suffix_ids(task.question, task.answer_prefix))
+        positions, _ = ilre.recall(encoded, task.question, task.answer_prefix)
         needle = needle_mask(encoded.tokens, task.needles)
         assert len(encoded.tokens) == n_ctx
         assert recall[mode][i] == pytest.approx(needle[positions].sum().item() / needle.sum().item())
@@ -204,7 +204,7 @@ def test_probe_recall_is_what_the_pipeline_recalls(recall_unit, kernels, mode):
 @pytest.mark.parametrize("layer", [1, 2, 3])
 def test_probe_finds_the_hand_built_retrieval_layer(layer):
     model, tok = retriever(layer)
-    probe = LayerProbe(model, tok, ILReConfig(budget=64))
+    probe = LayerProbe(model, tok, ILReConfig(budget=160))
     results = list(probe.run(plan([800, 1600], 2, seed=0, haystacks=("noise",))))
     table = RecallTable.from_samples(probe.layers, results)
     for mode in ("sentence", "single", "multi"):

@@ -1,4 +1,4 @@
-"""Recaller invariants for any scores: sorted, unique, in range, exactly the budget."""
+"""Recaller invariants for any scores: sorted, unique, in range, within the budget; units whole."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ilre.recaller import PoolingRecaller, UnitRecaller, split_budget, split_long_units
+from ilre.recaller import PoolingRecaller, TextUnits, UnitRecaller, split_budget, split_long_units
 
 scores_st = st.lists(st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, width=32), min_size=1, max_size=300)
 kernels_st = st.lists(st.sampled_from([1, 3, 5, 7, 31, 63]), min_size=1, max_size=4).map(tuple)
 
 
-def _check(pos: torch.Tensor, length: int, budget: int) -> None:
+def _check(pos: torch.Tensor, length: int, budget: int, exact: bool = True) -> None:
     assert pos.dtype == torch.long
-    assert pos.numel() == min(budget, length)
+    if exact or budget >= length:
+        assert pos.numel() == min(budget, length)
+    assert pos.numel() <= budget
     assert torch.equal(pos, torch.unique(pos))  # unique and sorted
     if pos.numel():
         assert 0 <= int(pos.min()) and int(pos.max()) < length
@@ -33,7 +35,42 @@ def test_pooling_recaller_invariants(scores, budget, kernels, pooling):
 def test_unit_recaller_invariants(scores, budget, data, max_unit):
     s = torch.tensor(scores)
     starts = torch.tensor(sorted(set(data.draw(st.lists(st.integers(0, s.numel() - 1), max_size=30)))), dtype=torch.long)
-    _check(UnitRecaller(max_unit_tokens=max_unit).recall(s, budget, starts), s.numel(), budget)
+    recaller = UnitRecaller(max_unit_tokens=max_unit, cut=data.draw(st.sampled_from([0.0, 0.5])))
+    pos = recaller.recall(s, budget, starts)
+    _check(pos, s.numel(), budget, exact=False)
+    units = recaller.units(starts, s.numel())
+    taken = torch.zeros(s.numel(), dtype=torch.bool)
+    taken[pos] = True
+    for a, b in zip(units.starts.tolist(), units.ends.tolist()):
+        # no fragments: a unit (a line, a sentence or a piece of at most max_unit tokens) is taken whole or not at all
+        assert taken[a:b].all() or not taken[a:b].any()
+        assert b - a <= max_unit
+    if budget < s.numel() and recaller.cut:
+        best = units.best(s)
+        kept = best[[int(u) for u in units.index()[pos].unique()]] if pos.numel() else best[:0]
+        assert (kept >= recaller.cut * best.max()).all()
+
+
+def test_a_line_shorter_than_the_cap_is_never_cut():
+    """A 78-token line (a uuid needle) stays whole with the default cap, and is not split to fill the budget."""
+    starts = torch.tensor([0, 30, 108, 140])  # the line is [30, 108)
+    s = torch.zeros(200)
+    s[100] = 1.0  # its best token sits near its end
+    pos = UnitRecaller().recall(s, 100, starts)
+    assert pos.tolist() == list(range(30, 108))
+
+
+def test_budget_no_whole_unit_fits_stays_unused():
+    starts = torch.tensor([0, 50])
+    s = torch.arange(100, dtype=torch.float)
+    assert UnitRecaller().recall(s, 40, starts).numel() == 0  # no stray single tokens
+
+
+def test_cut_drops_units_far_below_the_best():
+    units = TextUnits.of(torch.tensor([0, 10, 20, 30]), 40, 128)
+    scores = torch.tensor([1.0, 0.9, 0.2, 0.1])
+    assert UnitRecaller(cut=0.5).take(scores, units, 40 - 1).tolist() == list(range(0, 20))
+    assert UnitRecaller(cut=0.0).take(scores, units, 39).tolist() == list(range(0, 30))
 
 
 @given(budget=st.integers(0, 10_000), shares=st.lists(st.floats(0.01, 100), min_size=1, max_size=6))
@@ -79,3 +116,9 @@ def test_split_long_units_caps_unit_length():
 def test_bad_pooling_arguments_are_refused(bad):
     with pytest.raises(ValueError):
         PoolingRecaller(**bad)
+
+
+@pytest.mark.parametrize("bad", [dict(max_unit_tokens=0), dict(cut=1.0), dict(cut=-0.1)])
+def test_bad_unit_arguments_are_refused(bad):
+    with pytest.raises(ValueError):
+        UnitRecaller(**bad)
