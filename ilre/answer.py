@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import PREFILL_PRECISIONS, ILReConfig
+from .config import PREFILL_PRECISIONS, QUERY_TOKENS, RECALL_UNITS, ILReConfig
 
 log = logging.getLogger("ilre")
 _DEFAULTS = ILReConfig()
@@ -64,8 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="0-based retrieval layer; default: from the model's profile (python -m layer_probe)")
     r.add_argument("--budget", type=int, default=_DEFAULTS.budget,
                    help="context tokens the answer reads; a budget covering the context reads all of it")
-    r.add_argument("--recall-unit", choices=("sentence", "token"), default=_DEFAULTS.recall_unit,
-                   help="recall whole sentences/lines, or tokens by multi-kernel pooling")
+    r.add_argument("--recall-unit", choices=RECALL_UNITS, default=_DEFAULTS.recall_unit,
+                   help="recall whole sentences/lines (each scored by every query token's best match in it), "
+                        "or tokens by the paper's multi-kernel pooling")
+    r.add_argument("--query-tokens", choices=QUERY_TOKENS, default=_DEFAULTS.query_tokens,
+                   help="query tokens whose attention scores the context: the question's own, or the whole "
+                        "suffix (question, chat-template end, answer prefix)")
+    r.add_argument("--max-unit-tokens", type=int, default=_DEFAULTS.max_unit_tokens,
+                   help="sentences/lines longer than this are recalled in pieces of this many tokens")
+    r.add_argument("--unit-cut", type=float, default=_DEFAULTS.unit_cut,
+                   help="stop recalling sentences at the first one scoring below this share of the best "
+                        "one (0 to 1; 0 takes sentences while the budget lasts)")
     r.add_argument("--kernels", type=_kernels, default=_DEFAULTS.kernels,
                    help="pooling kernel sizes for --recall-unit token, comma-separated odd integers")
     r.add_argument("--shares", type=_shares, default=None,
@@ -127,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--budget must be at least 1 token, got {args.budget}")
         context = read_context(args.context)
         config = ILReConfig(
-            layer=args.layer, budget=args.budget, recall_unit=args.recall_unit, kernels=args.kernels,
+            layer=args.layer, budget=args.budget, recall_unit=args.recall_unit, query_tokens=args.query_tokens,
+            max_unit_tokens=args.max_unit_tokens, unit_cut=args.unit_cut, kernels=args.kernels,
             shares=args.shares, pooling=args.pooling, sink=args.sink, window=args.window,
             chunk_size=args.chunk_size, prefill_precision=args.prefill_precision,
             positions=args.positions, distance=args.distance,

@@ -26,7 +26,7 @@ class ILReConfig:
     recall_unit: str = "sentence"
     """'sentence': whole sentences/lines, each scored by every query token's best match in it;
     'token': the paper's multi-kernel pooling of per-token scores."""
-    query_tokens: str = "question"
+    query_tokens: str = "suffix"
     """Query tokens whose attention scores the context: 'question' (the question's own tokens) or
     'suffix' (also the chat template's end and the answer prefix)."""
     unit_cut: float = 0.0

@@ -75,7 +75,7 @@ def test_run_writes_tasks_predictions_table_and_plot(finished_run):
     table = (out / "table.md").read_text()
     for s in H.DEFAULT_SYSTEMS:
         assert H.SYSTEMS[s].label in table
-    assert "python scripts/evaluate.py" in table and "## Accuracy by task" in table
+    assert "python scripts/evaluate.py" in table and "## Score by task" in table and "## Answers in what the system read, by task" in table
 
 
 def test_second_run_recomputes_nothing(tmp_path, tiny_model_dir, monkeypatch):

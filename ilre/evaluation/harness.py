@@ -85,6 +85,8 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("ilre", "ILRe (sentences)", "ilre", {"recall_unit": "sentence"}),
     System("ilre-mk", "ILRe (kernels 1,7,31)", "ilre", {"recall_unit": "token", "kernels": (1, 7, 31)}),
     System("ilre-k7", "ILRe (kernel 7)", "ilre", {"recall_unit": "token", "kernels": (7,)}),
+    System("ilre-q", "ILRe (sentences, question tokens)", "ilre", {"query_tokens": "question"}),
+    System("ilre-cut", "ILRe (sentences, cut 0.3)", "ilre", {"unit_cut": 0.3}),
     System("ilre-exact", "ILRe (sentences, exact prefill)", "ilre", {"prefill_precision": "model"}),
     System("ilre-int8", "ILRe (sentences, int8 prefill)", "ilre", {"prefill_precision": "int8"}),
     System("snapkv", "SnapKV-style", "snapkv", selector=SnapKVStyle(kernel=7, aggregate="votes")),

@@ -38,6 +38,11 @@ def accuracy(rows: list[dict]) -> float:
     return 100.0 * mean(r["correct"] for r in rows)
 
 
+def ruler_score(rows: list[dict]) -> float:
+    """RULER's string_match_all: the share of the expected strings in the answer, averaged."""
+    return 100.0 * mean(r["share"] for r in rows)
+
+
 def kept(rows: list[dict]) -> float:
     return 100.0 * mean(r["kept_answers"] for r in rows)
 
@@ -76,6 +81,10 @@ def markdown(rows: list[dict], systems: list[System], meta: dict[str, Any]) -> s
             "All expected strings found in the answer (case-insensitive), mean over the tasks run at "
             "each length; n = tasks per length.", ""]
     out += summary(accuracy, "{:.0f}") + [""]
+    out += ["## Score (%, RULER's metric)", "",
+            "Share of the expected strings found in the answer, averaged over the tasks (RULER's "
+            "string_match_all; equal to accuracy where a task expects one string).", ""]
+    out += summary(ruler_score, "{:.1f}") + [""]
     out += ["## Answers in what the system read (%)", "",
             "Share of the expected strings present in the context tokens the system kept: "
             "a miss here is a retrieval miss, a miss above but not here is a reading miss.", ""]
@@ -88,15 +97,16 @@ def markdown(rows: list[dict], systems: list[System], meta: dict[str, Any]) -> s
             "is not counted), sampled every 5 ms.", ""]
     out += summary(memory, "{:.0f}") + [""]
 
-    out += ["## Accuracy by task (%)", ""]
     by_task = _group(rows, "system", "task", "length")
     pairs = sorted({(r["task"], r["length"]) for r in rows}, key=lambda p: (p[1], p[0]))
-    body = []
-    for task, n in pairs:
-        count = len({r["key"] for r in rows if r["task"] == task and r["length"] == n})
-        body.append([task, length_label(n), str(count)]
-                    + [_cell(by_task.get((s.name, task, n), []), accuracy, "{:.0f}") for s in systems])
-    out += _table(["task", "length", "n"] + [s.label for s in systems], body) + [""]
+    for title, value, fmt in (("Score by task (%, RULER's metric)", ruler_score, "{:.1f}"),
+                              ("Answers in what the system read, by task (%)", kept, "{:.0f}")):
+        body = []
+        for task, n in pairs:
+            count = len({r["key"] for r in rows if r["task"] == task and r["length"] == n})
+            body.append([task, length_label(n), str(count)]
+                        + [_cell(by_task.get((s.name, task, n), []), value, fmt) for s in systems])
+        out += [f"## {title}", ""] + _table(["task", "length", "n"] + [s.label for s in systems], body) + [""]
     return "\n".join(out)
 
 
