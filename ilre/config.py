@@ -29,9 +29,9 @@ class ILReConfig:
     query_tokens: str = "suffix"
     """Query tokens whose attention scores the context: 'question' (the question's own tokens) or
     'suffix' (also the chat template's end and the answer prefix)."""
-    unit_cut: float = 0.0
+    unit_cut: float = 0.2
     """recall_unit='sentence' stops at the first unit scoring below this share of the best one's
-    score (0: take units while the budget lasts)."""
+    score, so a clear answer comes with few look-alikes (0: take units while the budget lasts)."""
     kernels: tuple[int, ...] = (1, 7, 31)
     """Pooling kernel sizes (odd) for recall_unit='token'; each gets a share of the budget."""
     shares: tuple[float, ...] | None = None

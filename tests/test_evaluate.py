@@ -185,8 +185,8 @@ def test_help_explains_every_option(capsys):
 
 
 def test_table_marks_skipped_cells():
-    rows = [dict(key="a", system="full", task="passkey", length=1024, status=H.OK, correct=1.0, kept_answers=1.0,
-                 time_s=2.0, peak_mib=10.0),
+    rows = [dict(key="a", system="full", task="passkey", length=1024, status=H.OK, correct=1.0, share=1.0,
+                 kept_answers=1.0, time_s=2.0, peak_mib=10.0),
             dict(key="b", system="full", task="passkey", length=4096, status=H.OVER_LENGTH)]
     text = markdown(rows, [H.SYSTEMS["full"]], {"title": "t"})
     assert "| Full context | 100 | skipped (over length cap) |" in text
