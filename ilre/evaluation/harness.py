@@ -19,7 +19,6 @@ so each row reads as the cost of answering one question about a fresh context.
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import ctypes.util
 import hashlib
@@ -98,9 +97,11 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
 DEFAULT_SYSTEMS = ("full", "ilre", "ilre-mk", "ilre-k7", "snapkv", "streaming", "rag")
 
 
-def prefill_key(config) -> tuple:
-    """The settings a streaming prefill depends on: variants that share them share one prefill."""
-    return (config.layer, config.sink, config.window, config.chunk_size, config.prefill_precision)
+def prefill_key(ilre) -> tuple:
+    """The settings a streaming prefill depends on, as run: variants that share them share one prefill."""
+    c = ilre.config
+    precision = ilre.prefill_precision  # 'auto' resolved: 'int8' or 'model'
+    return (c.layer, c.sink, c.window, c.chunk_for(precision), precision)
 
 
 def task_key(task: Task) -> str:
@@ -328,7 +329,7 @@ class Runner:
     def _over_cap(self, task: Task, rows: dict) -> str | None:
         if task.tokens > self.max_context_tokens:
             return OVER_LENGTH
-        slow = [r for r in rows.values() if r["status"] == OK and r["system"] in ("full", "snapkv", "snapkv-mean")
+        slow = [r for r in rows.values() if r["status"] == OK and r["system"] in SYSTEMS and SYSTEMS[r["system"]].capped
                 and r["length"] < task.length and r.get("stages", {}).get("full_pass", 0) > self.max_seconds]
         return OVER_TIME if slow else None
 
@@ -351,9 +352,8 @@ class Runner:
         """The ILRe variants, answering from one streaming prefill per prefill setting."""
         encodings: dict[tuple, tuple] = {}
         for system in variants:
-            variant = copy.copy(self.ilre)  # same model and template, another configuration
-            variant.config = replace(self.ilre.config, **system.ilre)
-            key = prefill_key(variant.config)
+            variant = self.ilre.with_config(**system.ilre)  # same model, another configuration
+            key = prefill_key(variant)
             if key not in encodings:
                 with PeakMemory() as enc_mem:
                     t0 = time.perf_counter()
