@@ -191,3 +191,17 @@ def test_captured_layers_match_their_own_truncated_runs():
         own_state = own.prefill(ids)
         torch.testing.assert_close(state.captured[layer].keys, own_state.key_cache.keys)
         torch.testing.assert_close(queries[layer], own.query_states(own_state, query))
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_question_mask_marks_the_question_and_nothing_else(chat):
+    from conftest import tiny_tokenizer
+    from ilre.prompt import PromptTemplate
+
+    tok = tiny_tokenizer(chat)
+    template = PromptTemplate(tok, "Read this.")
+    ids = template.suffix_ids("Where is Bob?", "Bob is in")
+    mask = template.question_mask("Where is Bob?", "Bob is in")
+    assert mask.shape == ids.shape and mask.dtype == torch.bool
+    assert tok.decode(ids[mask]) == "Where is Bob?"
+    assert "Bob is in" in tok.decode(ids[~mask])
