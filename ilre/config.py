@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PREFILL_PRECISIONS = ("auto", "model", "int8")
-RECALL_UNITS = ("sentence", "token")
-QUERY_TOKENS = ("question", "suffix")
 """Values of ``ILReConfig.prefill_precision`` (ilre/quantize.py says what each means)."""
+RECALL_UNITS = ("sentence", "token")
+"""Values of ``ILReConfig.recall_unit``."""
+QUERY_TOKENS = ("question", "suffix")
+"""Values of ``ILReConfig.query_tokens``."""
 
 DEFAULT_INSTRUCTION = (
     "Below are excerpts of a long document, in their original order. "

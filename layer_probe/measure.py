@@ -104,8 +104,9 @@ class LayerProbe:
         self.prefiller = self.pipeline.prefiller(progress)
         self.config = replace(c, chunk_size=self.prefiller.chunk_size,  # as run
                               prefill_precision=self.pipeline.prefill_precision)
-        self.scorer = c.scorer()
         self.recallers = recallers(c)
+        # Scores exactly as the pipeline computes them: per token for the pooling modes, per unit for sentences.
+        self.tokens = self.pipeline.with_config(recall_unit="token")
         self.sentences = self.pipeline.with_config(recall_unit="sentence")
 
     def task(self, spec: NeedleSpec) -> Task:
@@ -128,11 +129,7 @@ class LayerProbe:
         n_ctx, n_needle = len(tokens), int(needle.sum())
         recall: dict[str, list[float]] = {m: [] for m in self.recallers}
         for layer in self.layers:
-            if c.query_tokens == "question" and question.any():
-                tokens_q = queries[layer][:, question.to(queries[layer].device)]
-            else:
-                tokens_q = queries[layer]
-            scores = self.scorer.score(self.decoder, tokens_q, caches[layer])[prefix.numel():].cpu()
+            scores, _ = self.tokens.scores(queries[layer], caches[layer], tokens, prefix.numel(), question)
             for mode, recaller in self.recallers.items():
                 if c.budget >= n_ctx:  # the pipeline reads the whole context then
                     hit = n_needle
