@@ -60,6 +60,12 @@ class Decoder:
     def groups(self) -> int:
         return self.num_heads // self.num_kv_heads
 
+    def check_layer(self, layer: int, what: str = "layer") -> int:
+        """``layer`` if the model has it, else a ValueError saying which layers it has."""
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(f"{what} {layer} is out of range: the model has layers 0..{self.num_layers - 1}")
+        return layer
+
 
 def decoder_of(model: nn.Module) -> Decoder:
     """Locate the embedding, decoder layers and rotary module of a supported causal LM."""

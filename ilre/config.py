@@ -10,6 +10,17 @@ RECALL_UNITS = ("sentence", "token")
 """Values of ``ILReConfig.recall_unit``."""
 QUERY_TOKENS = ("question", "suffix")
 """Values of ``ILReConfig.query_tokens``."""
+POOLINGS = ("max", "avg")
+"""Values of ``ILReConfig.pooling``."""
+POSITION_SCHEMES = ("relative", "absolute")
+"""Values of ``ILReConfig.positions`` (ilre/scorer.py says what each means)."""
+
+CHOICES = {"recall_unit": RECALL_UNITS, "query_tokens": QUERY_TOKENS, "pooling": POOLINGS,
+           "positions": POSITION_SCHEMES, "prefill_precision": PREFILL_PRECISIONS}
+"""The fields that take one of a few names, and those names."""
+MINIMUMS = {"layer": 0, "budget": 1, "max_unit_tokens": 1, "sink": 0, "window": 0, "chunk_size": 1,
+            "distance": 0, "score_block": 1, "max_new_tokens": 1}
+"""The smallest value of each integer field (None, where a field allows it, is always allowed)."""
 
 DEFAULT_INSTRUCTION = (
     "Below are excerpts of a long document, in their original order. "
@@ -19,12 +30,14 @@ DEFAULT_INSTRUCTION = (
 
 @dataclass
 class ILReConfig:
-    """Every knob of the pipeline. ``None`` for ``layer`` means: take it from the model's profile."""
+    """Every knob of the pipeline. The command lines build their options from these fields and
+    docstrings (ilre/cli.py), so each docstring is also that option's --help text."""
 
     layer: int | None = None
-    """0-based retrieval layer l_R. None: the model's profile, else ~60% of the depth."""
+    """0-based retrieval layer l_R; by default the model's profile's (python -m layer_probe), else
+    the layer at 60% of the depth."""
     budget: int = 256
-    """Context tokens the answer reads. Covering the context gives the plain full-context prompt."""
+    """Context tokens the answer reads; a budget covering the context reads all of it, as the plain model."""
     recall_unit: str = "sentence"
     """'sentence': whole sentences/lines, each scored by every query token's best match in it;
     'token': the paper's multi-kernel pooling of per-token scores."""
@@ -32,14 +45,14 @@ class ILReConfig:
     """Query tokens whose attention scores the context: 'question' (the question's own tokens) or
     'suffix' (also the chat template's end and the answer prefix)."""
     unit_cut: float = 0.2
-    """recall_unit='sentence' stops at the first unit scoring below this share of the best one's
-    score, so a clear answer comes with few look-alikes (0: take units while the budget lasts)."""
+    """Sentence recall stops at the first sentence scoring below this share of the best one's score,
+    so a clear answer comes with few look-alikes (0 to 1; 0 takes sentences while the budget lasts)."""
     kernels: tuple[int, ...] = (1, 7, 31)
-    """Pooling kernel sizes (odd) for recall_unit='token'; each gets a share of the budget."""
+    """Pooling kernel sizes (odd) of token recall, comma-separated; each gets a share of the budget."""
     shares: tuple[float, ...] | None = None
-    """Budget share per kernel; None splits it equally."""
+    """Budget share per pooling kernel, comma-separated; by default the kernels share it equally."""
     pooling: str = "max"
-    """'max' or 'avg' pooling of the scores."""
+    """Pooling of the token scores: 'max' or 'avg'."""
     max_unit_tokens: int = 128
     """Longer sentences/lines are cut into pieces of this many tokens."""
     sink: int = 4
@@ -47,16 +60,17 @@ class ILReConfig:
     window: int = 256
     """Recent tokens each lower layer keeps in its sliding window."""
     chunk_size: int | None = None
-    """Tokens per streaming-prefill step. None: 128 for the int8 prefill, 512 in the model's
+    """Tokens per streaming-prefill step; by default 128 for the int8 prefill and 512 in the model's
     precision (the fastest measured on CPU for each, docs/performance.md)."""
     prefill_precision: str = "auto"
     """Linear maps of the prefill and query pass to l_R: 'model' (the model's own weights, exact),
-    'int8' (dynamic int8 copies, CPU only), 'auto' (int8 on CPU with fp32 weights, else 'model').
-    The answer always runs in the model's own precision."""
+    'int8' (dynamic int8 copies, CPU only, ~3x faster), 'auto' (int8 on CPU with float32 weights,
+    else 'model'). The answer always runs in the model's own precision."""
     positions: str = "relative"
-    """Query-key positions for scoring: 'relative' (fixed short distance) or 'absolute'."""
+    """Query-key positions when scoring: 'relative' (one short fixed distance) or 'absolute' (the
+    original ones)."""
     distance: int = 256
-    """The fixed query-key distance of positions='relative'."""
+    """The fixed query-key distance of the 'relative' positions."""
     score_block: int = 32768
     """Keys scored per block (bounds the scorer's memory)."""
     instruction: str = DEFAULT_INSTRUCTION
@@ -71,21 +85,14 @@ class ILReConfig:
         return self.chunk_size or (128 if precision == "int8" else 512)
 
     def validate(self) -> None:
-        if self.budget < 1:
-            raise ValueError(f"budget must be at least 1 token, got {self.budget}")
-        if self.recall_unit not in RECALL_UNITS:
-            raise ValueError(f"recall_unit must be 'sentence' or 'token', not {self.recall_unit!r}")
-        if self.query_tokens not in QUERY_TOKENS:
-            raise ValueError(f"query_tokens must be 'question' or 'suffix', not {self.query_tokens!r}")
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be at least 1")
-        if self.sink < 0 or self.window < 0 or (self.chunk_size is not None and self.chunk_size < 1):
-            raise ValueError("sink and window must be >= 0 and chunk_size >= 1")
-        if self.prefill_precision not in PREFILL_PRECISIONS:
-            raise ValueError(f"prefill_precision must be one of {', '.join(PREFILL_PRECISIONS)}, "
-                             f"not {self.prefill_precision!r}")
-        if self.score_block < 1:
-            raise ValueError("score_block must be >= 1")
+        """Raise ValueError naming the first field out of its range; the components check the rest."""
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        for name, low in MINIMUMS.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"{name} must be at least {low}, got {value}")
         # The recallers and scorer check their own arguments; build them once to fail early.
         from .recaller import PoolingRecaller, UnitRecaller
 

@@ -54,7 +54,8 @@ class EncodedContext:
 
     tokens: ContextTokens
     prefix_ids: torch.Tensor
-    state: StreamState
+    state: StreamState | None
+    """None until a budget smaller than the context asks for recall."""
     timings: dict[str, float]
 
 
@@ -83,9 +84,7 @@ class ILRe:
                 config = replace(config, layer=profile.fallback_layer(self.decoder.num_layers))
                 log.warning("no profile for %s: using layer %d; run `python -m layer_probe` to choose one",
                             name, config.layer)
-        if not 0 <= config.layer < self.decoder.num_layers:
-            raise ValueError(f"layer {config.layer} is out of range: the model has layers "
-                             f"0..{self.decoder.num_layers - 1}")
+        self.decoder.check_layer(config.layer)
         self.config = config
         self.template = PromptTemplate(tokenizer, config.instruction)
         self._int8: dict[str, torch.nn.ModuleList] = {}  # shared by copies made with copy.copy
@@ -137,30 +136,38 @@ class ILRe:
             self.backend.synchronize()
 
     def encode(self, context: str, progress: bool = False) -> EncodedContext:
-        """Tokenise the context and stream it to the retrieval layer (the O(L) part)."""
-        c = self.config
+        """Tokenise the context and stream it to the retrieval layer (the O(L) part).
+
+        A budget covering the context reads it whole, so there is nothing to recall and nothing
+        is streamed; :meth:`recall` streams it later if a smaller budget asks.
+        """
         t0 = time.perf_counter()
         tokens = tokenize_context(self.tokenizer, context)
         if len(tokens) == 0:
             raise ValueError("the context is empty: it has no tokens")
-        prefix = self.template.prefix_ids()
-        t1 = time.perf_counter()
-        state = self.prefiller(progress).prefill(torch.cat((prefix, tokens.ids)))
+        encoded = EncodedContext(tokens, self.template.prefix_ids(), None, {"tokenize": time.perf_counter() - t0})
+        if self.config.budget < len(tokens):
+            self._prefill(encoded, progress)
+        return encoded
+
+    def _prefill(self, encoded: EncodedContext, progress: bool = False) -> StreamState:
+        t0 = time.perf_counter()
+        encoded.state = self.prefiller(progress).prefill(torch.cat((encoded.prefix_ids, encoded.tokens.ids)))
         self._sync()
-        t2 = time.perf_counter()
-        return EncodedContext(tokens, prefix, state, {"tokenize": t1 - t0, "prefill": t2 - t1})
+        encoded.timings["prefill"] = time.perf_counter() - t0
+        return encoded.state
 
     def recall(self, encoded: EncodedContext, query: str, answer_prefix: str = "") -> tuple[torch.Tensor, dict[str, float]]:
         """Context token positions (sorted) that the answer to ``query`` will read, and the stage times."""
-        t0 = time.perf_counter()
         n_ctx = len(encoded.tokens)
         if self.config.budget >= n_ctx:
             return torch.arange(n_ctx), {"score": 0.0, "recall": 0.0}
+        state = encoded.state or self._prefill(encoded)
+        t0 = time.perf_counter()
         query_ids = self.template.suffix_ids(query, answer_prefix)
         question = self.template.question_mask(query, answer_prefix)
-        queries = self.prefiller().query_states(encoded.state, query_ids)
-        scores, units = self.scores(queries, encoded.state.key_cache, encoded.tokens, encoded.prefix_ids.numel(),
-                                    question)
+        queries = self.prefiller().query_states(state, query_ids)
+        scores, units = self.scores(queries, state.key_cache, encoded.tokens, encoded.prefix_ids.numel(), question)
         self._sync()
         t1 = time.perf_counter()
         positions = self.select(scores, units, encoded.tokens)

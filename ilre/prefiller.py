@@ -73,9 +73,7 @@ class StreamingPrefiller:
 
     def __post_init__(self) -> None:
         self.decoder = arch.decoder_of(self.model)
-        n = self.decoder.num_layers
-        if not 0 <= self.layer < n:
-            raise ValueError(f"layer {self.layer} is out of range: the model has layers 0..{n - 1}")
+        self.decoder.check_layer(self.layer)
         if self.layers is not None:
             if len(self.layers) <= self.layer:
                 raise ValueError(f"{len(self.layers)} stand-in layers given, layers 0..{self.layer} are needed")

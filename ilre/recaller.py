@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .config import POOLINGS
+
 
 def split_budget(budget: int, shares: tuple[float, ...]) -> list[int]:
     """Integer quotas proportional to ``shares`` that add up to exactly ``budget``."""
@@ -61,8 +63,8 @@ class PoolingRecaller:
         if self.shares is not None and (len(self.shares) != len(self.kernels) or min(self.shares) < 0
                                         or sum(self.shares) <= 0):
             raise ValueError("shares must be non-negative, one per kernel, not all zero")
-        if self.pooling not in ("max", "avg"):
-            raise ValueError(f"pooling must be 'max' or 'avg', not {self.pooling!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
 
     def recall(self, scores: torch.Tensor, budget: int, unit_starts: torch.Tensor | None = None) -> torch.Tensor:
         scores = scores.float().reshape(-1)

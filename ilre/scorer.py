@@ -7,9 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from . import arch
+from .config import POSITION_SCHEMES
 from .key_cache import KeyCache
-
-POSITION_SCHEMES = ("relative", "absolute")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "measure": ("MODES", "LayerProbe", "RecallTable", "SampleResult", "recallers", "selection_mode"),
-    "needles": ("NeedleSpec", "make_task", "needle_mask", "parse_lengths", "plan"),
+    "needles": ("NeedleSpec", "make_task", "needle_mask", "plan"),
     "profile_writer": ("ProbeRun", "build_profile", "registered_path", "write_profile"),
     "select": ("Preference", "select_layer"),
 }

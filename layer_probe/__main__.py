@@ -10,61 +10,51 @@ import logging
 import shlex
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ilre.config import PREFILL_PRECISIONS, ILReConfig
+from ilre import cli
+from ilre.answer import PREFILL
+from ilre.config import ILReConfig
 
-from .needles import HAYSTACKS, NeedleSpec, parse_ints, parse_lengths, plan
+from .needles import HAYSTACKS, NeedleSpec, plan
 from .select import Preference
 
 if TYPE_CHECKING:  # torch and transformers load only when a probe runs, so --help is instant
     from .measure import LayerProbe, SampleResult
 
 log = logging.getLogger("layer_probe")
-_DEFAULTS = ILReConfig()
+RECALL = ("budget", "recall_unit", "kernels", "pooling", "max_unit_tokens", "positions", "distance")
+"""The pipeline settings the probe measures under (the layer is what it chooses)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad usage gets one line on stderr and exit status 2 (no usage dump)."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see python -m layer_probe --help)\n")
-
-
-def parse_layers(text: str, num_layers: int) -> list[int]:
-    """'all', or layers and ranges like '8-20' or '0,4,10-12' (0-based, inclusive)."""
+def parse_layers(text: str) -> tuple[int, ...] | None:
+    """'all' (None), or layers and ranges like '8-20' or '0,4,10-12' (0-based, inclusive)."""
     if text.strip().lower() == "all":
-        return list(range(num_layers))
+        return None
     layers: set[int] = set()
     try:
         for part in (p.strip() for p in text.split(",") if p.strip()):
             lo, sep, hi = part.partition("-")
             layers.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
     except ValueError:
-        raise ValueError(f"bad --layers {text!r}: use 'all', or layers and ranges like 8-20 or 0,4,10-12") from None
+        raise argparse.ArgumentTypeError("use 'all', or layers and ranges like 8-20 or 0,4,10-12") from None
     if not layers:
-        raise ValueError(f"--layers {text!r} names no layer")
-    if min(layers) < 0 or max(layers) >= num_layers:
-        raise ValueError(f"--layers {text!r} is out of range: the model has layers 0..{num_layers - 1}")
-    return sorted(layers)
+        raise argparse.ArgumentTypeError(f"{text!r} names no layer")
+    return tuple(sorted(layers))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = cli.Parser(
         prog="python -m layer_probe",
         description="Find the decoder layer whose query-to-context attention best recalls planted passkeys, "
                     "and write it as the model's profile, which `python -m ilre.answer` then uses by default. "
                     "Recall is the share of needle tokens inside the recalled set, at the pipeline's budget "
                     "and recall settings; one streaming pass per sample serves every candidate layer. "
                     "Rule: the highest recall, ties to the shallowest layer (see --prefer).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    io = p.add_argument_group("model and output")
-    io.add_argument("--model", default=None,
-                    help="local Hugging Face model directory or .gguf file of the Llama family; "
-                         "default: the embedded SmolLM2-135M-Instruct")
+    io = p.add_argument_group("output")
     io.add_argument("--out", type=Path, default=None,
                     help="profile JSON to write (the PNG plot goes beside it, same name); without it the "
                          "profile is only registered in the cache")
@@ -72,66 +62,32 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not also write the profile to <cache>/profiles/<model name>.json, where "
                          "ilre.answer looks for it (cache: $ILRE_CACHE, default ~/.cache/ilre)")
     io.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
-    io.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    io.add_argument("-v", "--verbose", action="store_true", help="log each sample and file written")
+    cli.add_output_options(io, verbose="log each sample and file written")
 
     n = p.add_argument_group("needle samples")
-    n.add_argument("--lengths", default="4k,16k",
-                   help="context lengths in tokens, comma-separated; k = 1024, m = 1024*1024; include lengths "
-                        "beyond the model's trained window")
-    n.add_argument("--samples", type=int, default=4, help="passkey samples per context length")
-    n.add_argument("--key-digits", default="5,64",
-                   help="passkey lengths in digits (5 to 64), comma-separated; samples cycle through them")
-    n.add_argument("--haystacks", default=",".join(HAYSTACKS),
-                   help="filler around the needle: noise (repeated sentences), prose, or both comma-separated")
-    n.add_argument("--seed", type=int, default=0, help="seed of the samples (keys, depths, filler, wording)")
+    n.add_argument("--lengths", type=cli.lengths(minimum=256), default=(4 * cli.K, 16 * cli.K),
+                   help="context lengths in tokens, comma-separated, e.g. 4K,16K (K = 1024, M = 1024²); include "
+                        "lengths beyond the model's trained window; default: 4K,16K")
+    n.add_argument("--samples", type=cli.at_least(1), default=4, help="passkey samples per context length; default: 4")
+    n.add_argument("--key-digits", type=cli.listed(int), default=(5, 64),
+                   help="passkey lengths in digits (5 to 64), comma-separated; samples cycle through them; "
+                        "default: 5,64")
+    n.add_argument("--haystacks", type=cli.names(HAYSTACKS, "haystack"), default=HAYSTACKS,
+                   help="filler around the needle: noise (repeated sentences), prose, or both comma-separated; "
+                        "default: " + ",".join(HAYSTACKS))
+    n.add_argument("--seed", type=int, default=0, help="seed of the samples (keys, depths, filler, wording); default: 0")
 
     s = p.add_argument_group("selection")
-    s.add_argument("--layers", default="all",
-                   help="candidate layers (0-based): 'all', or layers and ranges like 8-20 or 0,4,10-12")
+    s.add_argument("--layers", type=parse_layers, default=None,
+                   help="candidate layers (0-based): 'all', or layers and ranges like 8-20 or 0,4,10-12; default: all")
     s.add_argument("--prefer", default="best",
                    help="'best': the highest recall, ties to the shallowest layer; 'within:POINTS': the "
-                        "shallowest layer within POINTS percentage points of the best (faster prefill)")
+                        "shallowest layer within POINTS percentage points of the best (faster prefill); default: best")
 
-    r = p.add_argument_group("recall settings measured (the pipeline's defaults)")
-    r.add_argument("--budget", type=int, default=_DEFAULTS.budget, help="recalled context tokens")
-    r.add_argument("--recall-unit", choices=("sentence", "token"), default=_DEFAULTS.recall_unit,
-                   help="the pipeline's recall unit; the layer is chosen by recall in this unit "
-                        "(token: multi-kernel pooling); every unit is measured and reported anyway")
-    r.add_argument("--kernels", default=",".join(map(str, _DEFAULTS.kernels)),
-                   help="pooling kernel sizes of the multi-kernel mode, comma-separated odd integers")
-    r.add_argument("--pooling", choices=("max", "avg"), default=_DEFAULTS.pooling, help="pooling of the scores")
-    r.add_argument("--max-unit-tokens", type=int, default=_DEFAULTS.max_unit_tokens,
-                   help="sentences/lines longer than this are cut into pieces (sentence unit)")
-    r.add_argument("--positions", choices=("relative", "absolute"), default=_DEFAULTS.positions,
-                   help="query-key positions when scoring: one short fixed distance, or the original ones")
-    r.add_argument("--distance", type=int, default=_DEFAULTS.distance,
-                   help="the fixed query-key distance of --positions relative")
-    r.add_argument("--sink", type=int, default=_DEFAULTS.sink, help="first tokens every lower layer attends to")
-    r.add_argument("--window", type=int, default=_DEFAULTS.window, help="recent tokens each lower layer attends to")
-    r.add_argument("--chunk-size", type=int, default=None,
-                   help="tokens per prefill step (default: 128 with the int8 prefill, 512 otherwise)")
-    r.add_argument("--prefill-precision", choices=PREFILL_PRECISIONS, default=_DEFAULTS.prefill_precision,
-                   help="linear maps of the prefill, as in ilre.answer: the probe measures what the pipeline "
-                        f"will compute (default: {_DEFAULTS.prefill_precision}, int8 on CPU)")
-
-    d = p.add_argument_group("compute")
-    d.add_argument("--device", default=None, help="auto, cpu, cuda[:N] or npu[:N]; default: $ILRE_DEVICE, else auto")
-    d.add_argument("--dtype", default=None,
-                   help="float32, bfloat16 or float16; default: bfloat16 on NPU/CUDA, float32 on CPU")
-    d.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (torch.set_num_threads); default: torch's own choice")
+    cli.add_config_options(p.add_argument_group("the pipeline's settings, measured under (its defaults)"),
+                           *RECALL, *PREFILL)
+    cli.add_model_options(p.add_argument_group("model and device"))
     return p
-
-
-def _config(args: argparse.Namespace) -> ILReConfig:
-    config = replace(_DEFAULTS, budget=args.budget, recall_unit=args.recall_unit,
-                     kernels=tuple(parse_ints(args.kernels, "--kernels")), pooling=args.pooling,
-                     max_unit_tokens=args.max_unit_tokens, positions=args.positions, distance=args.distance,
-                     sink=args.sink, window=args.window, chunk_size=args.chunk_size,
-                     prefill_precision=args.prefill_precision)
-    config.validate()
-    return config
 
 
 @dataclass
@@ -152,33 +108,24 @@ class _Setup:
 
 def _setup(args: argparse.Namespace) -> _Setup:
     """Parse and check every argument, then load the model; any problem is a one-line error."""
-    import torch
-
     from device import select_backend
-    from ilre.arch import decoder_of
     from ilre.loading import load
 
     from .measure import LayerProbe
 
     if args.no_register and args.out is None:
         raise ValueError("nothing to write: pass --out, or leave out --no-register")
-    lengths = parse_lengths(args.lengths)
+    lengths, key_digits, haystacks = list(args.lengths), list(args.key_digits), list(args.haystacks)
     prefer = Preference.parse(args.prefer)
-    key_digits = parse_ints(args.key_digits, "--key-digits")
-    haystacks = [h.strip() for h in args.haystacks.split(",") if h.strip()]
     specs = plan(lengths, args.samples, args.seed, tuple(key_digits), tuple(haystacks))
-    config = _config(args)
+    config = cli.config_from(args)
     if lengths[0] <= config.budget:
         raise ValueError(f"context length {lengths[0]} does not exceed --budget {config.budget}: a budget "
                          "covering the context recalls every needle at every layer; use longer --lengths")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    cli.set_threads(args.threads)
     backend = select_backend(args.device, args.dtype)
     model, tokenizer, name = load(args.model, backend.torch_device, backend.dtype, backend.attn_implementation)
-    layers = parse_layers(args.layers, decoder_of(model).num_layers)
-    probe = LayerProbe(model, tokenizer, config, layers, name, progress=not args.no_progress)
+    probe = LayerProbe(model, tokenizer, config, args.layers, name, progress=not args.no_progress)
     return _Setup(specs, lengths, key_digits, haystacks, prefer, probe.config, backend, model, name, probe)
 
 
@@ -256,33 +203,17 @@ def _multi_label(config: ILReConfig) -> str:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    from device import DeviceError
-    from ilre.arch import UnsupportedModelError
-    from ilre.loading import ModelLoadError
-
-    try:
-        setup = _setup(args)
-        t0 = time.perf_counter()
-        results = _measure(setup, args)
-    except (ValueError, DeviceError, UnsupportedModelError, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: no profile written", file=sys.stderr)
-        return 130
+    setup = _setup(args)
+    t0 = time.perf_counter()
+    results = _measure(setup, args)
     return _report(setup, args, argv, results, time.perf_counter() - t0)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # keep transformers' own load-time chatter off the terminal
-        from transformers.utils import logging as hf_logging
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    return run(args, argv)
+    cli.setup_logging(args.verbose)
+    return cli.run(lambda: run(args, argv), interrupted="interrupted: no profile written")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
 from ilre.prompt import tokenize_context
 from ilre.recaller import PoolingRecaller, UnitRecaller
-from ilre.tasks import Task, tokenizer_len_for
+from ilre.evaluation.tasks import Task, tokenizer_len_for
 
 from .needles import NeedleSpec, make_task, needle_mask
 
@@ -89,10 +89,11 @@ class LayerProbe:
     def __init__(self, model, tokenizer, config: ILReConfig | None = None,
                  layers: Sequence[int] | None = None, name: str = "model", progress: bool = False):
         self.decoder = arch.decoder_of(model)
-        n = self.decoder.num_layers
-        self.layers = sorted(set(range(n) if layers is None else layers))
-        if not self.layers or not 0 <= self.layers[0] <= self.layers[-1] < n:
-            raise ValueError(f"candidate layers {list(layers or [])} are out of range: the model has layers 0..{n - 1}")
+        self.layers = sorted(set(range(self.decoder.num_layers) if layers is None else layers))
+        if not self.layers:
+            raise ValueError("no candidate layer given")
+        for layer in (self.layers[0], self.layers[-1]):
+            self.decoder.check_layer(layer, "candidate layer")
         config = replace(config or ILReConfig(), layer=self.layers[-1])
         # The pipeline object gives the exact prompt template (and validates the configuration).
         self.pipeline = ILRe(model, tokenizer, config, name)

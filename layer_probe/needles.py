@@ -9,11 +9,10 @@ varied prose) and the context length, including lengths beyond the model's train
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from ilre.tasks import Task, TokenLen, passkey
+from ilre.evaluation.tasks import Task, TokenLen, passkey
 
 if TYPE_CHECKING:  # torch is imported when a mask is made, so the command line's --help stays fast
     import torch
@@ -21,36 +20,8 @@ if TYPE_CHECKING:  # torch is imported when a mask is made, so the command line'
     from ilre.prompt import ContextTokens
 
 HAYSTACKS = ("noise", "prose")
-_LENGTH = re.compile(r"^(\d+(?:\.\d+)?)([km]?)$")
-_SCALE = {"": 1, "k": 1024, "m": 1024 * 1024}
 # A needle ends in punctuation that carries no fact; it is not counted as a needle token.
 _TRAILING = ".!?;:, \n"
-
-
-def parse_lengths(text: str) -> list[int]:
-    """Context lengths in tokens from '4k,16k' (k = 1024, m = 1024²) or plain integers; sorted, unique."""
-    lengths = set()
-    for part in text.split(","):
-        part = part.strip().lower()
-        match = _LENGTH.match(part)
-        if match is None:
-            raise ValueError(f"bad context length {part!r} in {text!r}: use integers or k/m suffixes, e.g. 4k,16k")
-        value = int(float(match[1]) * _SCALE[match[2]])
-        if value < 256:
-            raise ValueError(f"context length {part!r} is too short: use at least 256 tokens")
-        lengths.add(value)
-    return sorted(lengths)
-
-
-def parse_ints(text: str, what: str) -> list[int]:
-    """Comma-separated integers, e.g. key lengths '5,64' or layers '0,4,8'."""
-    try:
-        values = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(f"bad {what} {text!r}: use comma-separated integers") from None
-    if not values:
-        raise ValueError(f"no {what} given in {text!r}")
-    return values
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,7 @@ def make_context(tokenizer, n_tokens: int, seed: int = 0) -> dict:
     """Prose of ``n_tokens`` tokens (as ``tokenize_context`` counts them) with a pass key at half depth."""
     import random
 
-    from ilre.haystack import Haystack, render
+    from ilre.evaluation.haystack import Haystack, render
     from ilre.prompt import tokenize_context
 
     rng = random.Random(seed)

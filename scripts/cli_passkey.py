@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ilre.loading import load
-from ilre.tasks import passkey, score, spread_depths, tokenizer_len_for
+from ilre.evaluation.tasks import passkey, score, spread_depths, tokenizer_len_for
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ resumes: finished rows are not recomputed.
 from __future__ import annotations
 
 import argparse
-import logging
 import platform
 import shlex
 import sys
@@ -22,15 +21,15 @@ from pathlib import Path
 import psutil
 import torch
 
-from ilre.config import ILReConfig
+from ilre import cli
 from ilre.evaluation import ruler
 from ilre.evaluation.harness import DEFAULT_SYSTEMS, SYSTEMS, Runner, Store, System, task_key
-from ilre.evaluation.report import length_label, markdown, plot
-from ilre.tasks import TASKS, Task, make_tasks, read_jsonl, tokenizer_len_for, write_jsonl
+from ilre.evaluation.report import markdown, plot
+from ilre.evaluation.tasks import TASKS, Task, make_tasks, read_jsonl, tokenizer_len_for, write_jsonl
 
 ALL_TASKS = ("passkey", "niah_single_noise", "niah_single_prose", "niah_multikey", "niah_multivalue",
              "niah_multiquery", "vt", "cwe", "fwe")
-K = 1024
+K = cli.K
 
 
 @dataclass(frozen=True)
@@ -63,37 +62,12 @@ PRESETS = {
 }
 
 
-def parse_lengths(text: str) -> tuple[int, ...]:
-    """'1K,4K,16384' -> (1024, 4096, 16384)."""
-    out = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        try:
-            out.append(int(part[:-1]) * K if part[-1] in "kK" else int(part))
-        except (ValueError, IndexError):
-            raise argparse.ArgumentTypeError(f"bad length {part!r}: use tokens like 4096 or 4K")
-        if out[-1] < 64:
-            raise argparse.ArgumentTypeError(f"length {part!r} is too short: at least 64 tokens")
-    return tuple(out)
-
-
-def parse_names(known: tuple[str, ...], what: str):
-    def parse(text: str) -> tuple[str, ...]:
-        names = tuple(n.strip() for n in text.split(",") if n.strip())
-        unknown = [n for n in names if n not in known]
-        if unknown or not names:
-            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(unknown) or '(none given)'}; "
-                                             f"known: {', '.join(known)}")
-        return names
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli.Parser(
         prog="python scripts/evaluate.py",
-        description="Score ILRe and the systems it competes with on offline RULER-style tasks: accuracy\n"
-                    "per task and context length, time to answer and peak memory, as a markdown table\n"
+        description="Score ILRe and the systems it competes with on offline RULER-style tasks: accuracy "
+                    "per task and context length, time to answer and peak memory, as a markdown table "
                     "and a PNG plot. Resumable: rerun the same command to continue an interrupted run.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  python scripts/evaluate.py --preset quick --threads 1\n"
                "  python scripts/evaluate.py --preset full --threads 1\n"
@@ -106,12 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                    help="task grid: quick (" + PRESETS["quick"].note + "), full (" + PRESETS["full"].note
                         + "); default: quick")
-    w.add_argument("--tasks", type=parse_names(TASKS, "task"), default=None,
+    w.add_argument("--tasks", type=cli.names(TASKS, "task"), default=None,
                    help="comma-separated task names, replacing the preset's grid (with --lengths, --samples); "
                         f"known: {', '.join(TASKS)}")
-    w.add_argument("--lengths", type=parse_lengths, default=None,
-                   help="comma-separated context lengths in tokens of the model's tokenizer, e.g. 1K,4K,64K")
-    w.add_argument("--samples", type=int, default=None, help="tasks per (task name, length); default: 1")
+    w.add_argument("--lengths", type=cli.lengths(minimum=64), default=None,
+                   help="comma-separated context lengths in tokens of the model's tokenizer, e.g. 1K,4K,64K "
+                        "(K = 1024, M = 1024²)")
+    w.add_argument("--samples", type=cli.at_least(1), default=None, help="tasks per (task name, length); default: 1")
     w.add_argument("--tasks-file", type=Path, default=None,
                    help="score the tasks of this JSONL file (as written by a previous run) instead of generating")
     w.add_argument("--documents", action="store_true",
@@ -123,29 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "offline for --ruler-tasks at each of --lengths (default 4K, RULER's max_seq_length: "
                         "prompt plus answer) with --samples and --seed, instead of the project's tasks; "
                         "default folder: results/ruler")
-    w.add_argument("--ruler-tasks", type=parse_names(ruler.RULER_TASKS, "RULER task"), default=None,
+    w.add_argument("--ruler-tasks", type=cli.names(ruler.RULER_TASKS, "RULER task"), default=None,
                    help=f"comma-separated RULER tasks for --ruler; default: all of {', '.join(ruler.RULER_TASKS)}")
-    w.add_argument("--systems", type=parse_names(tuple(SYSTEMS), "system"), default=DEFAULT_SYSTEMS,
+    w.add_argument("--systems", type=cli.names(tuple(SYSTEMS), "system"), default=DEFAULT_SYSTEMS,
                    help=f"comma-separated systems; known: {', '.join(SYSTEMS)}; "
                         f"default: {','.join(DEFAULT_SYSTEMS)}")
     w.add_argument("--seed", type=int, default=0, help="seed of the task generators; default: 0")
 
-    m = p.add_argument_group("model and budget")
-    m.add_argument("--model", default=None,
-                   help="local model directory or .gguf file; default: the embedded SmolLM2-135M-Instruct")
-    m.add_argument("--budget", type=int, default=ILReConfig().budget,
-                   help="context tokens every selecting system may keep (ILRe, SnapKV-style, StreamingLLM, "
-                        "RAG); default: ILRe's, %(default)s")
-    m.add_argument("--max-new-tokens", type=int, default=ILReConfig().max_new_tokens,
-                   help="answer length cap, the same for every system; default: %(default)s")
-    m.add_argument("--max-context-tokens", type=int, default=None,
+    m = p.add_argument_group("model and budget (the same for every system)")
+    cli.add_model_options(m)
+    cli.add_config_options(m, "budget", "max_new_tokens")
+    m.add_argument("--max-context-tokens", type=cli.parse_length, default=None,
                    help="full context and SnapKV-style (O(L²) full prefills) are skipped above this many "
                         "context tokens; default: the preset's (quick 8K, full 16K)")
     m.add_argument("--max-seconds", type=float, default=600.0,
                    help="they are also skipped at every length above one where their full prefill of a task "
                         "took longer than this many seconds; default: %(default)s")
-    m.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                   help="CPU threads for torch; use 1 on a shared machine; default: all cores (%(default)s)")
 
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, default=None, help="results folder; default: results/<preset>")
@@ -219,55 +187,40 @@ def write_report(folder: Path, systems: list[System], fingerprints: dict[str, st
     return folder / "table.md"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from transformers.utils import logging as hf_logging
+def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.ruler_tasks and args.ruler is None:
+        raise ValueError("--ruler-tasks needs --ruler, the path of a RULER checkout")
+    if args.ruler is not None and not args.report_only:
+        ruler.checkout(args.ruler)  # a bad path fails here, before the model loads
+    cli.set_threads(args.threads)
+    folder = args.out or Path("results") / ("documents" if args.documents else "ruler" if args.ruler else args.preset)
+    systems = [SYSTEMS[n] for n in args.systems]
+    cap = args.max_context_tokens or PRESETS[args.preset].max_context_tokens
+    from ilre.pipeline import ILRe
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        for name, value in (("--budget", args.budget), ("--max-new-tokens", args.max_new_tokens),
-                            ("--threads", args.threads), ("--samples", args.samples or 1)):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
-        if args.ruler_tasks and args.ruler is None:
-            raise ValueError("--ruler-tasks needs --ruler, the path of a RULER checkout")
-        if args.ruler is not None and not args.report_only:
-            ruler.checkout(args.ruler)  # a bad path fails here, before the model loads
-        torch.set_num_threads(args.threads)
-        folder = args.out or Path("results") / ("documents" if args.documents else
-                                                 "ruler" if args.ruler else args.preset)
-        systems = [SYSTEMS[n] for n in args.systems]
-        preset = PRESETS[args.preset]
-        cap = args.max_context_tokens or preset.max_context_tokens
-        from ilre.pipeline import ILRe
-
-        ilre = ILRe.from_pretrained(args.model, device="cpu", budget=args.budget,
-                                    max_new_tokens=args.max_new_tokens)
-        kind = "documents" if args.documents else "RULER" if args.ruler else args.preset if not args.tasks else "custom"
-        meta = {"title": f"ILRe evaluation ({kind})",
-                "command": "python scripts/evaluate.py " + shlex.join(argv),
-                "model": ilre.name, "retrieval layer": ilre.config.layer, "budget": f"{args.budget} tokens",
-                "full context and SnapKV-style": f"up to {length_label(cap)} tokens",
-                "CPU": f"{psutil.cpu_count()} cores ({platform.machine()})", "torch": torch.__version__}
-        if not args.report_only:
-            store = Store(folder)
-            tasks = generate_tasks(args, ilre.tokenizer)
-            merge_tasks(folder, tasks)
-            Runner(ilre, store, systems, max_context_tokens=cap, max_seconds=args.max_seconds,
-                   threads=args.threads, progress=not args.no_progress).run(tasks)
-        table = write_report(folder, systems, {s.name: s.fingerprint(ilre) for s in systems}, meta)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
+    ilre = ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype, config=cli.config_from(args))
+    kind = "documents" if args.documents else "RULER" if args.ruler else args.preset if not args.tasks else "custom"
+    meta = {"title": f"ILRe evaluation ({kind})",
+            "command": "python scripts/evaluate.py " + shlex.join(argv),
+            "model": ilre.name, "retrieval layer": ilre.config.layer, "budget": f"{args.budget} tokens",
+            "full context and SnapKV-style": f"up to {cli.length_label(cap)} tokens",
+            "CPU": f"{psutil.cpu_count()} cores ({platform.machine()})", "torch": torch.__version__}
+    if not args.report_only:
+        tasks = generate_tasks(args, ilre.tokenizer)
+        merge_tasks(folder, tasks)
+        Runner(ilre, Store(folder), systems, max_context_tokens=cap, max_seconds=args.max_seconds,
+               threads=torch.get_num_threads(), progress=not args.no_progress).run(tasks)
+    table = write_report(folder, systems, {s.name: s.fingerprint(ilre) for s in systems}, meta)
     print(table.read_text(encoding="utf-8").split("## Answers")[0])
     print(f"table: {table}\nplot: {table.parent / 'accuracy.png'}\npredictions: {table.parent / 'predictions.jsonl'}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    cli.setup_logging()
+    return cli.run(lambda: evaluate(args, argv), interrupted="interrupted: rerun the same command to resume")
 
 
 if __name__ == "__main__":

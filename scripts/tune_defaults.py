@@ -9,19 +9,17 @@ tests' and the bundled example's, and the grid's winner is what ILReConfig's def
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
+from ilre import cli
 from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
-from ilre.tasks import DEPTH_TASKS, generate, score, tokenizer_len_for
+from ilre.evaluation.tasks import DEPTH_TASKS, TASKS as TASK_NAMES, generate, score, tokenizer_len_for
 
 TASKS = ["passkey", "niah_single_prose", "niah_multikey", "niah_multivalue", "vt"]
 
@@ -40,30 +38,31 @@ def default_setting() -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lengths", default="4000,16000", help="comma-separated context lengths in tokens")
-    p.add_argument("--samples", type=int, default=2, help="samples per task and length")
-    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
-    p.add_argument("--layer", type=int, default=None, help="retrieval layer (default: the profile's)")
-    p.add_argument("--window", type=int, default=ILReConfig.window, help="streaming window")
+    p = cli.Parser("python scripts/tune_defaults.py", "Choose ILRe's recall defaults by measurement on held-out "
+                   "tasks: each task is encoded once, then every recall setting of the grid answers from it.")
+    p.add_argument("--lengths", type=cli.lengths(minimum=64), default=(4000, 16000),
+                   help="context lengths in tokens, e.g. 4000,16K; default: 4000,16000")
+    p.add_argument("--samples", type=cli.at_least(1), default=2, help="samples per task and length; default: 2")
+    p.add_argument("--tasks", type=cli.names(tuple(TASK_NAMES), "task"), default=TASKS,
+                   help="comma-separated task names; default: " + ",".join(TASKS))
+    cli.add_config_options(p, "layer", "window")
     p.add_argument("--defaults-only", action="store_true",
                    help="answer with the default recall setting only (to compare prefill settings such as --window)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
-    p.add_argument("--seed", type=int, default=9001, help="base seed (held out from tests and examples)")
-    p.add_argument("--out", type=Path, default=Path("results/tune"), help="output folder")
+    cli.add_model_options(p)
+    p.add_argument("--seed", type=int, default=9001, help="base seed (held out from tests and examples); default: 9001")
+    p.add_argument("--out", type=Path, default=Path("results/tune"), help="output folder; default: results/tune")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cli.set_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "rows.jsonl"
     done = set()
     if log_path.exists():
         done = {(r["task"], r["length"], r["sample"], json.dumps(r["setting"], sort_keys=True))
                 for r in map(json.loads, log_path.open())}
-    ilre = ILRe.from_pretrained(device="cpu", layer=args.layer, window=args.window, max_new_tokens=24)
+    ilre = ILRe.from_pretrained(args.model, args.device, args.dtype, config=cli.config_from(args), max_new_tokens=24)
     base = ilre.config
     count = tokenizer_len_for(ilre.tokenizer)
-    jobs = [(t, int(n), s) for n in args.lengths.split(",") for t in args.tasks.split(",") for s in range(args.samples)]
+    jobs = [(t, n, s) for n in args.lengths for t in args.tasks for s in range(args.samples)]
     with log_path.open("a") as log:
         for name, length, sample in tqdm(jobs, desc="tasks"):
             candidates = [default_setting()] if args.defaults_only else grid()
@@ -74,12 +73,10 @@ def main() -> None:
             task = generate(name, count, length, seed=args.seed + 1000 * sample + length % 997,
                             phrasing_seed=args.seed + sample, **opts)
             t0 = time.perf_counter()
-            ilre.config = base
             encoded = ilre.encode(task.context)
             prefill = time.perf_counter() - t0
             for setting in settings:
-                ilre.config = replace(base, **setting)
-                result = ilre.answer(encoded, task.question, task.answer_prefix)
+                result = ilre.with_config(**setting).answer(encoded, task.question, task.answer_prefix)
                 row = dict(task=name, length=length, sample=sample, setting=setting, tokens=result.context_tokens,
                            correct=score(result.answer, task),
                            recalled=any(a in " ".join(s.text for s in result.spans) for a in task.answers),

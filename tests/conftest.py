@@ -73,3 +73,15 @@ def tiny_model_dir(tmp_path_factory):
     tiny_model("llama").save_pretrained(path)
     tiny_tokenizer().save_pretrained(path)
     return path
+
+
+def one_line_error(capsys, main, argv: list[str]) -> str:
+    """The one stderr line of a command line that refuses ``argv`` with exit status 2."""
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # bad usage, refused by the argument parser
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
+    return err[0]

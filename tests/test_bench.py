@@ -23,13 +23,6 @@ def bench():
     return module
 
 
-def test_lengths_parse(bench):
-    assert bench.parse_lengths("8K,4K,1M,5000") == [4096, 5000, 8192, 1048576]
-    assert bench.label(131072) == "128K" and bench.label(1048576) == "1M" and bench.label(300) == "300"
-    with pytest.raises(Exception):
-        bench.parse_length("lots")
-
-
 def test_keys_attended_by_hand(bench):
     # sink 1, window 4, chunk 3, 10 tokens: chunks at 0, 3, 6, 9 see 0, 3, 5, 5 cached keys
     # plus 1..c of their own: (1+2+3) + (4+5+6) + (6+7+8) + 6 = 48.

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from conftest import one_line_error
+from ilre import cli
 from ilre.answer import main
+from ilre.config import ILReConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TEXT = "Alpha beta gamma. " * 40 + "The code is 4417. " + "Delta epsilon. " * 40
 
@@ -20,11 +28,8 @@ def context(tmp_path):
     return path
 
 
-def _error(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
-    return err[0]
+def _error(capsys, argv: list[str]) -> str:
+    return one_line_error(capsys, main, argv)
 
 
 def test_missing_context_file(capsys, tmp_path):
@@ -117,3 +122,47 @@ def test_help_explains_every_option():
     for option in ("--context", "--query", "--model", "--device", "--dtype", "--layer", "--budget", "--kernels",
                    "--sink", "--window", "--chunk-size", "--max-new-tokens", "--json", "--positions"):
         assert option in out
+
+
+# -- what every command line shares (ilre/cli.py) -----------------------------------------------
+
+
+def test_one_length_grammar():
+    parse = cli.lengths()
+    assert parse("4k,16k") == (4096, 16384)
+    assert parse(" 16K, 1500 ,4k,4096") == (1500, 4096, 16384)
+    assert parse("1.5k,1m,8K,1M") == (1536, 8192, 1048576)
+    assert [cli.length_label(n) for n in (1024, 65536, 131072, 1048576, 300)] == ["1K", "64K", "128K", "1M", "300"]
+    for bad in ("4x", "", ",,", "-4k", "0", "1.3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="at least 256"):
+        cli.lengths(minimum=256)("100,4K")
+
+
+def test_config_options_come_from_the_config():
+    """Each field's type, choices, minimum and default reach the option; help shows no 'None'."""
+    parser = cli.Parser("prog", "test")
+    cli.add_config_options(parser, "budget", "recall_unit", "kernels", "shares", "chunk_size", "unit_cut")
+    args = parser.parse_args(["--kernels", "1,7", "--unit-cut", "0.5"])
+    config = cli.config_from(args)
+    assert config == replace(ILReConfig(), kernels=(1, 7), unit_cut=0.5)
+    assert cli.config_from(parser.parse_args([])) == ILReConfig()
+    help_text = " ".join(parser.format_help().split())
+    assert "None" not in help_text and "default: 256" in help_text and "default: 1,7,31" in help_text
+    assert "default: sentence" in help_text and "{sentence,token}" in help_text
+    for bad in (["--budget", "0"], ["--recall-unit", "word"], ["--kernels", "1,x"], ["--chunk-size", "0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+    with pytest.raises(ValueError, match="kernels must be odd"):
+        cli.config_from(parser.parse_args(["--kernels", "2"]))
+
+
+@pytest.mark.parametrize("module", ["ilre.answer", "layer_probe", "scripts/evaluate.py",
+                                    "scripts/tune_defaults.py"])
+def test_help_of_every_command_shows_each_default_once(module):
+    command = [sys.executable, module, "--help"] if module.endswith(".py") else [sys.executable, "-m", module, "--help"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert "default: None" not in out and "(default: None)" not in out
+    for block in out.split("\n  -")[1:]:
+        assert block.count("default:") <= 1, block

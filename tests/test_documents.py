@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ilre.evaluation import documents as D
-from ilre.tasks import Task
+from ilre.evaluation.tasks import Task
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import pytest
 
 from ilre.answer import main
 from ilre.loading import default_model_file
-from ilre.tasks import passkey, tokenizer_len_for
+from ilre.evaluation.tasks import passkey, tokenizer_len_for
 
 pytestmark = pytest.mark.slow
 

@@ -3,19 +3,21 @@ pipeline, a hand-built retrieval layer that the probe must find, and the command
 
 from __future__ import annotations
 
+import argparse
+
 import json
 from dataclasses import replace
 
 import pytest
 import torch
 
-from conftest import tiny_model, tiny_tokenizer
+from conftest import one_line_error, tiny_model, tiny_tokenizer
 from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
 from ilre.prefiller import StreamingPrefiller
 from ilre.profile import Profile, find
 from ilre.prompt import tokenize_context
-from layer_probe import (LayerProbe, Preference, RecallTable, SampleResult, needle_mask, parse_lengths, plan,
+from layer_probe import (LayerProbe, Preference, RecallTable, SampleResult, needle_mask, plan,
                          select_layer)
 from layer_probe.__main__ import main, parse_layers
 from layer_probe.needles import NeedleSpec, make_task
@@ -71,21 +73,18 @@ def _result(length: int, digits: int, sentence: list[float], index: int = 0) -> 
 # -- needle tasks ----------------------------------------------------------------------------
 
 
-def test_parse_lengths():
-    assert parse_lengths("4k,16k") == [4096, 16384]
-    assert parse_lengths(" 16K, 1500 ,4k,4096") == [1500, 4096, 16384]
-    assert parse_lengths("1.5k,1m") == [1536, 1048576]
-    for bad in ("4x", "", "4k,,", "-4k", "100"):
-        with pytest.raises(ValueError):
-            parse_lengths(bad)
-
-
 def test_parse_layers():
-    assert parse_layers("all", 4) == [0, 1, 2, 3]
-    assert parse_layers("3,0-1", 4) == [0, 1, 3]
-    for bad in ("4", "a-b", "2-5", ","):
-        with pytest.raises(ValueError):
-            parse_layers(bad, 4)
+    assert parse_layers("all") is None
+    assert parse_layers("3,0-1") == (0, 1, 3)
+    for bad in ("a-b", ","):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_layers(bad)
+
+
+def test_candidate_layers_out_of_range(tokenizer):
+    for layers in ([4], [2, 5], [-1, 0], []):
+        with pytest.raises(ValueError, match="out of range|no candidate"):
+            LayerProbe(tiny_model("llama"), tokenizer, layers=layers)
 
 
 def test_plan_is_deterministic_and_mixes_keys_haystacks_and_depths():
@@ -218,15 +217,12 @@ def test_probe_finds_the_hand_built_retrieval_layer(layer):
 
 
 def _error(capsys, argv: list[str]) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
-    return err[0]
+    return one_line_error(capsys, main, argv)
 
 
 def test_cli_bad_input_gets_one_line(capsys, tmp_path, cache):
     assert "does not exist" in _error(capsys, ["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "p.json")])
-    assert "bad context length" in _error(capsys, ["--lengths", "4x,16k"])
+    assert "bad length" in _error(capsys, ["--lengths", "4x,16k"])
     assert "unknown --prefer rule" in _error(capsys, ["--prefer", "fastest"])
     assert "key lengths" in _error(capsys, ["--key-digits", "3"])
     assert "haystack" in _error(capsys, ["--haystacks", "noise,lorem"])

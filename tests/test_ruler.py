@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ilre.evaluation import ruler as R
-from ilre.tasks import Task
+from ilre.evaluation.tasks import Task
 
 from conftest import tiny_tokenizer
 

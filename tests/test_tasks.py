@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ilre import tasks as T
-from ilre.haystack import Haystack, Prose, render
+from ilre.evaluation import tasks as T
+from ilre.evaluation.haystack import Haystack, Prose, render
 
 
 def count_tokens(text: str) -> int:

@@ -26,7 +26,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..tasks import Task, TokenLen, derive_seed
+from .tasks import Task, TokenLen, derive_seed
 
 DATA = "data/document_questions.json"
 WORDINGS = ("lexical", "paraphrase")

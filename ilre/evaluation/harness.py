@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..answerer import generate
 from ..prompt import tokenize_context
-from ..tasks import Task, score, score_share
+from .tasks import Task, score, score_share
 from .baselines import BM25Chunks, Sample, SnapKVStyle, StreamingLLM, full_pass, greedy_continue
 
 log = logging.getLogger(__name__)

@@ -7,12 +7,8 @@ from pathlib import Path
 from statistics import mean
 from typing import Any, Iterable
 
+from ..cli import length_label
 from .harness import OK, System
-
-
-def length_label(tokens: int) -> str:
-    """1024 -> '1K', 131072 -> '128K'; other lengths as they are."""
-    return f"{tokens // 1024}K" if tokens % 1024 == 0 else str(tokens)
 
 
 def _group(rows: Iterable[dict], *fields: str) -> dict[tuple, list[dict]]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ilre.haystack import Haystack, WordStream, pseudo_word, render, word_keys
+from .haystack import Haystack, WordStream, pseudo_word, render, word_keys
 
 TokenLen = Callable[[str], int]
 

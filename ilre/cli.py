@@ -1,0 +1,234 @@
+"""What every command line shares: ILReConfig's options, the model options, one length grammar,
+and one way to run a command (logging, errors as one line, exit codes).
+
+The ILRe options are made from ``ILReConfig``'s own fields: the type, the choices, the smallest
+value and the default come from the field, the help text from its docstring. A new field is
+thus an option of every command that asks for it, documented once.
+
+Only light modules are imported here, so that ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import inspect
+import logging
+import re
+import sys
+import textwrap
+from dataclasses import fields, replace
+from functools import cache
+from typing import Any, Callable
+
+from .config import CHOICES, MINIMUMS, ILReConfig
+
+log = logging.getLogger(__name__)
+
+K, M = 1024, 1024 * 1024
+_LENGTH = re.compile(r"^(\d+(?:\.\d+)?)([km]?)$")
+
+
+class Parser(argparse.ArgumentParser):
+    """Bad usage gets one line on stderr naming the problem, and exit status 2 (no usage dump)."""
+
+    def __init__(self, prog: str, description: str, epilog: str | None = None):
+        """``description`` is wrapped by paragraph; ``epilog`` (examples) is printed as written."""
+        wrapped = "\n\n".join(textwrap.fill(" ".join(par.split()), 100) for par in description.split("\n\n"))
+        super().__init__(prog=prog, description=wrapped, epilog=epilog,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+# -- values ---------------------------------------------------------------------------------
+
+
+def parse_length(text: str) -> int:
+    """A token count: '5000', '4K' or '4k' (x 1024), '1M' (x 1024²), '1.5K'."""
+    match = _LENGTH.match(text.strip().lower())
+    value = float(match[1]) * {"": 1, "k": K, "m": M}[match[2]] if match else 0
+    if value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"bad length {text!r}: use a whole number of tokens like 5000, 4K or 1M")
+    return int(value)
+
+
+def lengths(minimum: int = 1) -> Callable[[str], tuple[int, ...]]:
+    """An argparse type: comma-separated lengths (see :func:`parse_length`), sorted, each >= ``minimum``."""
+    def parse(text: str) -> tuple[int, ...]:
+        values = sorted({parse_length(part) for part in text.split(",") if part.strip()})
+        if not values:
+            raise argparse.ArgumentTypeError(f"no length in {text!r}")
+        if values[0] < minimum:
+            raise argparse.ArgumentTypeError(f"length {values[0]} is too short: at least {minimum} tokens")
+        return tuple(values)
+    return parse
+
+
+def length_label(n: int) -> str:
+    """4096 -> '4K', 1048576 -> '1M', 5000 -> '5000': the grammar of :func:`parse_length`, backwards."""
+    for scale, suffix in ((M, "M"), (K, "K")):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{suffix}"
+    return str(n)
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def listed(kind: type, low: float | None = None) -> Callable[[str], tuple]:
+    """An argparse type: comma-separated values of ``kind`` (e.g. '1,7,31'), each >= ``low``."""
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s like 1,7,31, "
+                                             f"got {text!r}") from None
+        if not values or (low is not None and min(values) < low):
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}s of at least {low}, got {text!r}")
+        return values
+    return parse
+
+
+def names(known: tuple[str, ...], what: str) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: comma-separated names, each one of ``known``."""
+    def parse(text: str) -> tuple[str, ...]:
+        given = tuple(n.strip() for n in text.split(",") if n.strip())
+        unknown = [n for n in given if n not in known]
+        if unknown or not given:
+            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(unknown) or '(none given)'}; "
+                                             f"known: {', '.join(known)}")
+        return given
+    return parse
+
+
+# -- ILReConfig's options --------------------------------------------------------------------
+
+
+@cache
+def field_docs() -> dict[str, str]:
+    """Each ILReConfig field's docstring (the string under it in the class body), as one line."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(ILReConfig))).body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _type(name: str, annotation: str) -> tuple[Callable[[str], Any], str | None]:
+    """The argparse type and metavar of a field, from its annotation."""
+    if annotation.startswith("tuple[int"):
+        return listed(int, 1), "N,N,..."
+    if annotation.startswith("tuple[float"):
+        return listed(float, 0), "X,X,..."
+    if annotation.startswith("int"):
+        return (at_least(MINIMUMS[name]) if name in MINIMUMS else int), "N"
+    if annotation.startswith("float"):
+        return float, "X"
+    return str, None if name in CHOICES else "TEXT"
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def add_config_options(group, *names: str, **defaults: Any) -> None:
+    """``--name`` options for these ILReConfig fields; ``defaults`` replace the config's own.
+
+    Help is the field's docstring, with the default appended when there is one (a None default
+    is explained by the docstring itself).
+    """
+    by_name = {f.name: f for f in fields(ILReConfig)}
+    base = ILReConfig()
+    for name in names:
+        default = defaults.get(name, getattr(base, name))
+        doc = field_docs()[name].replace("%", "%%").rstrip(".")
+        help_text = doc[:1].lower() + doc[1:] if doc[1:2].islower() else doc
+        if default is not None:
+            help_text += f"; default: {_shown(default)}"
+        kind, metavar = _type(name, str(by_name[name].type))
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=metavar,
+                           choices=CHOICES.get(name), default=default, help=help_text)
+
+
+def config_from(args: argparse.Namespace, base: ILReConfig | None = None) -> ILReConfig:
+    """``base`` (default: ILReConfig()) with every ILReConfig field the arguments carry, checked."""
+    given = {f.name: getattr(args, f.name) for f in fields(ILReConfig) if hasattr(args, f.name)}
+    config = replace(base or ILReConfig(), **given)
+    config.validate()
+    return config
+
+
+# -- the options every command shares ---------------------------------------------------------
+
+
+def add_model_options(group, threads: bool = True) -> None:
+    """--model, --device, --dtype and (``threads``) --threads."""
+    group.add_argument("--model", default=None,
+                       help="local Hugging Face model directory or .gguf file of the Llama family (Llama, Mistral, "
+                            "Qwen2/2.5/3); nothing is downloaded; default: the embedded SmolLM2-135M-Instruct")
+    group.add_argument("--device", default=None,
+                       help="auto, cpu, cuda[:N] or npu[:N]; default: $ILRE_DEVICE, else NPU, CUDA, CPU in that order")
+    group.add_argument("--dtype", default=None,
+                       help="float32, bfloat16 or float16; default: bfloat16 on NPU/CUDA, float32 on CPU")
+    if threads:
+        group.add_argument("--threads", type=at_least(1), default=None,
+                           help="CPU threads for torch; use 1 on a shared machine; default: torch's own choice, "
+                                "one per physical core")
+
+
+def add_output_options(group, verbose: str = "log what each stage does") -> None:
+    """--no-progress and -v/--verbose."""
+    group.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    group.add_argument("-v", "--verbose", action="store_true", help=verbose)
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's CPU thread count, when one is given."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """The library logs at INFO with ``verbose``, else warnings only; transformers is kept quiet
+    unless ``verbose`` (its load-time notices are not the user's business)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ilre.loading").setLevel(logging.INFO)  # the one-time GGUF conversion takes a while
+    if not verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
+def run(command: Callable[[], int | None], interrupted: str = "interrupted") -> int:
+    """Run a command's body: its exit status; a bad input (ValueError, which every error of the
+    project's own is) becomes one line on stderr and status 2, a failed read or write status 1,
+    Ctrl-C the ``interrupted`` line and status 130."""
+    try:
+        return command() or 0
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130
