@@ -16,7 +16,7 @@ from .config import ILReConfig
 from .prefiller import StreamingPrefiller, StreamState
 from .prompt import ContextTokens, PromptTemplate, assemble, contiguous_runs, tokenize_context
 from .key_cache import KeyCache
-from .recaller import TextUnits, UnitRecaller
+from .recaller import TextUnits, UnitRecaller, whole_context
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,6 @@ class ILRe:
         self.backend = backend
         self.decoder = arch.decoder_of(model)
         config = config or ILReConfig()
-        config.validate()
         self.profile = profile.find(name, self.decoder.num_layers, model_dir)
         if config.layer is None:
             if self.profile is not None:
@@ -84,8 +83,7 @@ class ILRe:
                 config = replace(config, layer=profile.fallback_layer(self.decoder.num_layers))
                 log.warning("no profile for %s: using layer %d; run `python -m layer_probe` to choose one",
                             name, config.layer)
-        self.decoder.check_layer(config.layer)
-        self.config = config
+        self.config = self._checked(config)
         self.template = PromptTemplate(tokenizer, config.instruction)
         self._int8: dict[str, torch.nn.ModuleList] = {}  # shared by copies made with copy.copy
 
@@ -106,12 +104,16 @@ class ILRe:
 
     def with_config(self, **overrides) -> "ILRe":
         """The same model, tokenizer and int8 copies under another configuration (checked)."""
-        config = replace(self.config, **overrides)
-        config.validate()
         other = copy.copy(self)
-        other.config = config
-        other.template = PromptTemplate(self.tokenizer, config.instruction)
+        other.config = self._checked(replace(self.config, **overrides))
+        other.template = PromptTemplate(self.tokenizer, other.config.instruction)
         return other
+
+    def _checked(self, config: ILReConfig) -> ILReConfig:
+        """``config`` if it is valid for this model (its layer included), else a ValueError."""
+        config.validate()
+        self.decoder.check_layer(config.layer)
+        return config
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -146,7 +148,7 @@ class ILRe:
         if len(tokens) == 0:
             raise ValueError("the context is empty: it has no tokens")
         encoded = EncodedContext(tokens, self.template.prefix_ids(), None, {"tokenize": time.perf_counter() - t0})
-        if self.config.budget < len(tokens):
+        if whole_context(len(tokens), self.config.budget) is None:
             self._prefill(encoded, progress)
         return encoded
 
@@ -159,9 +161,8 @@ class ILRe:
 
     def recall(self, encoded: EncodedContext, query: str, answer_prefix: str = "") -> tuple[torch.Tensor, dict[str, float]]:
         """Context token positions (sorted) that the answer to ``query`` will read, and the stage times."""
-        n_ctx = len(encoded.tokens)
-        if self.config.budget >= n_ctx:
-            return torch.arange(n_ctx), {"score": 0.0, "recall": 0.0}
+        if (whole := whole_context(len(encoded.tokens), self.config.budget)) is not None:
+            return whole, {"score": 0.0, "recall": 0.0}
         state = encoded.state or self._prefill(encoded)
         t0 = time.perf_counter()
         query_ids = self.template.suffix_ids(query, answer_prefix)

@@ -14,6 +14,15 @@ import torch.nn.functional as F
 from .config import POOLINGS
 
 
+def whole_context(length: int, budget: int) -> torch.Tensor | None:
+    """All ``length`` positions when the budget covers the context, else None.
+
+    The one place that says it: a covering budget reads the context whole, exactly as the plain
+    model does, whatever the recall method (ILRe's recallers and every compared system).
+    """
+    return torch.arange(length) if budget >= length else None
+
+
 def split_budget(budget: int, shares: tuple[float, ...]) -> list[int]:
     """Integer quotas proportional to ``shares`` that add up to exactly ``budget``."""
     total = float(sum(shares))
@@ -69,7 +78,8 @@ class PoolingRecaller:
     def recall(self, scores: torch.Tensor, budget: int, unit_starts: torch.Tensor | None = None) -> torch.Tensor:
         scores = scores.float().reshape(-1)
         length = scores.numel()
-        budget = max(0, min(budget, length))
+        if (whole := whole_context(length, budget)) is not None:
+            return whole.to(scores.device)
         chosen = torch.zeros(length, dtype=torch.bool, device=scores.device)
         shares = self.shares or tuple(1.0 for _ in self.kernels)
         for kernel, quota in zip(self.kernels, split_budget(budget, shares)):
@@ -138,9 +148,8 @@ class UnitRecaller:
 
     def take(self, unit_scores: torch.Tensor, units: TextUnits, budget: int) -> torch.Tensor:
         """Sorted token positions of the best units that fit in ``budget``, given a score per unit."""
-        length = units.length
-        if budget >= length:
-            return torch.arange(length)
+        if (whole := whole_context(units.length, budget)) is not None:
+            return whole
         unit_scores = unit_scores.float().cpu().reshape(-1)
         order = torch.argsort(unit_scores, descending=True, stable=True).tolist()
         floor = self.cut * float(unit_scores[order[0]]) if order and self.cut else float("-inf")

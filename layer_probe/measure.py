@@ -24,11 +24,10 @@ from typing import Iterable, Iterator, Protocol, Sequence
 
 import torch
 
-from ilre import arch
 from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
 from ilre.prompt import tokenize_context
-from ilre.recaller import PoolingRecaller, UnitRecaller
+from ilre.recaller import whole_context
 from ilre.evaluation.tasks import Task, tokenizer_len_for
 
 from .needles import NeedleSpec, make_task, needle_mask
@@ -44,11 +43,11 @@ class Recaller(Protocol):
 
 
 def recallers(config: ILReConfig) -> dict[str, Recaller]:
-    """The recallers of the three modes, built as the pipeline builds them from ``config``."""
+    """The recallers of the three modes, each the pipeline's own under ``config`` (``ILReConfig.recaller``)."""
     return {
-        "sentence": UnitRecaller(config.max_unit_tokens, config.unit_cut),
-        "single": PoolingRecaller((1,), None, config.pooling),
-        "multi": PoolingRecaller(config.kernels, config.shares, config.pooling),
+        "sentence": replace(config, recall_unit="sentence").recaller(),
+        "single": replace(config, recall_unit="token", kernels=(1,), shares=None).recaller(),
+        "multi": replace(config, recall_unit="token").recaller(),
     }
 
 
@@ -88,15 +87,14 @@ class LayerProbe:
 
     def __init__(self, model, tokenizer, config: ILReConfig | None = None,
                  layers: Sequence[int] | None = None, name: str = "model", progress: bool = False):
-        self.decoder = arch.decoder_of(model)
+        # The pipeline object gives the exact prompt template (and validates the configuration).
+        self.pipeline = ILRe(model, tokenizer, replace(config or ILReConfig(), layer=0), name)
+        self.decoder = self.pipeline.decoder
         self.layers = sorted(set(range(self.decoder.num_layers) if layers is None else layers))
         if not self.layers:
             raise ValueError("no candidate layer given")
-        for layer in (self.layers[0], self.layers[-1]):
-            self.decoder.check_layer(layer, "candidate layer")
-        config = replace(config or ILReConfig(), layer=self.layers[-1])
-        # The pipeline object gives the exact prompt template (and validates the configuration).
-        self.pipeline = ILRe(model, tokenizer, config, name)
+        self.decoder.check_layer(self.layers[0], "candidate layer")
+        self.pipeline = self.pipeline.with_config(layer=self.decoder.check_layer(self.layers[-1], "candidate layer"))
         self.config = self.pipeline.config
         self.tokenizer = tokenizer
         self.count = tokenizer_len_for(tokenizer)
@@ -132,7 +130,7 @@ class LayerProbe:
         for layer in self.layers:
             scores, _ = self.tokens.scores(queries[layer], caches[layer], tokens, prefix.numel(), question)
             for mode, recaller in self.recallers.items():
-                if c.budget >= n_ctx:  # the pipeline reads the whole context then
+                if whole_context(n_ctx, c.budget) is not None:  # the pipeline reads the whole context then
                     hit = n_needle
                 elif mode == "sentence":  # exactly as the pipeline recalls sentences
                     unit_scores, found = self.sentences.scores(queries[layer], caches[layer], tokens,

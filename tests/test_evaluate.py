@@ -129,6 +129,9 @@ def test_time_cap_skips_longer_lengths():
     assert runner._over_cap(Task("c", "q", "", ["a"], "passkey", 1024, 0, tokens=1000), slow) is None
     slow[("k", "full")]["stages"]["full_pass"] = 50.0
     assert runner._over_cap(task, slow) is None
+    # every system that needs the full pass counts toward the cap, the kernel-31 SnapKV too
+    k31 = {("k", "snapkv-k31"): {**slow[("k", "full")], "system": "snapkv-k31", "stages": {"full_pass": 150.0}}}
+    assert runner._over_cap(task, k31) == H.OVER_TIME
 
 
 def test_other_settings_recompute_only_the_systems_they_touch(tmp_path, tiny_model_dir):

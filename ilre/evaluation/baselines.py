@@ -25,7 +25,7 @@ import torch
 from .. import arch
 from ..answerer import cut_repeat, repeats
 from ..prompt import ContextTokens, assemble, contiguous_runs
-from ..recaller import pool, split_long_units
+from ..recaller import pool, split_long_units, whole_context
 
 
 @dataclass
@@ -52,11 +52,6 @@ class Sample:
         return gap.join(text[int(offsets[a, 0]):int(offsets[b - 1, 1])] for a, b in contiguous_runs(positions))
 
 
-def everything(length: int, budget: int) -> torch.Tensor | None:
-    """All positions when the budget covers the context (every system then reads it all)."""
-    return torch.arange(length) if budget >= length else None
-
-
 @dataclass
 class StreamingLLM:
     """Attention sinks plus a recent window: the first ``sink`` tokens and the last ones.
@@ -69,7 +64,7 @@ class StreamingLLM:
 
     def select(self, sample: Sample, budget: int) -> torch.Tensor:
         n = len(sample.tokens)
-        if (whole := everything(n, budget)) is not None:
+        if (whole := whole_context(n, budget)) is not None:
             return whole
         sink = min(self.sink, budget)
         return torch.cat((torch.arange(sink), torch.arange(n - (budget - sink), n)))
@@ -114,7 +109,7 @@ class BM25Chunks:
         from rank_bm25 import BM25Okapi
 
         n = len(sample.tokens)
-        if (whole := everything(n, budget)) is not None:
+        if (whole := whole_context(n, budget)) is not None:
             return whole
         chunks = self.chunks(sample.tokens)
         offsets, text = sample.tokens.offsets, sample.tokens.text
@@ -163,7 +158,7 @@ class SnapKVStyle:
         """Positions from ``attention`` [layers, heads, L] (or [L]) over the context tokens."""
         rows = attention.float().reshape(-1, attention.shape[-1])
         n = rows.shape[-1]
-        if (whole := everything(n, budget)) is not None:
+        if (whole := whole_context(n, budget)) is not None:
             return whole
         pooled = torch.stack([pool(r, self.kernel, self.pooling) for r in rows])
         mean = pooled.mean(dim=0)

@@ -37,7 +37,6 @@ per sample (the ``share`` of each prediction row), averaged.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import importlib.util
 import json
@@ -51,7 +50,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from .tasks import Task, TokenLen, tokenizer_len_for, write_jsonl
+from .tasks import Task, TokenLen, tokenizer_len_for
 
 log = logging.getLogger(__name__)
 
@@ -287,44 +286,3 @@ def generate(ruler: str | os.PathLike, tokenizer: Any, names: Iterable[str] = RU
                 tasks += [to_task(r, name, length, seed * SEED_STRIDE + i, count, c["task_template"])
                           for i, r in enumerate(records)]
     return tasks
-
-
-def load_tokenizer(model: str | None = None) -> Any:
-    """Only the tokenizer of a model (default: the embedded one), as ``ilre.loading`` finds it."""
-    from transformers import AutoTokenizer
-
-    from ..loading import resolve
-
-    directory, _ = resolve(model)
-    return AutoTokenizer.from_pretrained(directory, local_files_only=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Write RULER tasks as Task JSONL, for ``scripts/evaluate.py --tasks-file``."""
-    p = argparse.ArgumentParser(prog="python -m ilre.evaluation.ruler", description=main.__doc__)
-    p.add_argument("--ruler", required=True, help="folder of a RULER checkout (github.com/NVIDIA/RULER)")
-    p.add_argument("--out", type=Path, required=True, help="JSONL file to write")
-    p.add_argument("--tasks", default=",".join(RULER_TASKS), help="comma-separated RULER tasks; default: all eleven")
-    p.add_argument("--lengths", default="4096",
-                   help="comma-separated max_seq_length values in tokens, e.g. 4K,16K; default: 4096")
-    p.add_argument("--samples", type=int, default=1, help="samples per task and length; default: 1")
-    p.add_argument("--seed", type=int, default=0, help="RULER's random seed; default: 0")
-    p.add_argument("--model", default=None, help="model whose tokenizer measures length; default: the embedded one")
-    p.add_argument("--haystack", default=None, help="text file replacing the Paul Graham essays")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        lengths = [int(x[:-1]) * 1024 if x[-1] in "kK" else int(x) for x in args.lengths.split(",") if x]
-        names = [n.strip() for n in args.tasks.split(",") if n.strip()]
-        checkout(args.ruler)
-        tasks = generate(args.ruler, load_tokenizer(args.model), names, lengths, args.samples, args.seed,
-                         args.haystack)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{write_jsonl(args.out, tasks)} tasks written to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The pipeline's own rules: a covering budget streams nothing, configurations are checked once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from ilre.config import ILReConfig
+from ilre.pipeline import ILRe
+
+TEXT = "Alpha beta gamma. " * 20 + "The code is 4417. " + "Delta epsilon. " * 20
+
+
+@pytest.fixture
+def ilre(tokenizer):
+    return ILRe(tiny_model("llama"), tokenizer, ILReConfig(layer=2, budget=10**6, max_new_tokens=4))
+
+
+def test_covering_budget_streams_nothing(ilre, monkeypatch):
+    calls = []
+    real = ilre.prefiller
+    monkeypatch.setattr(ilre, "prefiller", lambda *a, **k: calls.append(1) or real(*a, **k))
+    encoded = ilre.encode(TEXT)
+    assert encoded.state is None and "prefill" not in encoded.timings and not calls
+    assert ilre.answer(encoded, "What is the code?").whole_context
+
+
+def test_a_smaller_budget_streams_on_first_recall_as_encode_would(ilre):
+    lazy = ilre.encode(TEXT)
+    small = ilre.with_config(budget=64)
+    positions, _ = small.recall(lazy, "What is the code?")
+    eager = small.encode(TEXT)
+    assert lazy.state is not None and eager.state is not None
+    assert torch.equal(lazy.state.key_cache.keys, eager.state.key_cache.keys)
+    assert torch.equal(positions, small.recall(eager, "What is the code?")[0])
+
+
+def test_with_config_checks_like_the_constructor(ilre):
+    for bad in ({"layer": 4}, {"layer": -1}, {"budget": 0}, {"recall_unit": "word"}, {"kernels": (2,)}):
+        with pytest.raises(ValueError):
+            ilre.with_config(**bad)
+    assert ilre.with_config(layer=3).config.layer == 3 and ilre.config.layer == 2
