@@ -14,7 +14,7 @@ from . import arch, loading, profile, quantize
 from .answerer import generate
 from .config import ILReConfig
 from .prefiller import StreamingPrefiller, StreamState
-from .prompt import ContextTokens, PromptTemplate, assemble, contiguous_runs, tokenize_context
+from .prompt import ContextTokens, PromptTemplate, QueryTokens, assemble, contiguous_runs, tokenize_context
 from .key_cache import KeyCache
 from .recaller import TextUnits, UnitRecaller, whole_context
 
@@ -159,16 +159,18 @@ class ILRe:
         encoded.timings["prefill"] = time.perf_counter() - t0
         return encoded.state
 
-    def recall(self, encoded: EncodedContext, query: str, answer_prefix: str = "") -> tuple[torch.Tensor, dict[str, float]]:
+    def recall(self, encoded: EncodedContext, query: str | QueryTokens,
+               answer_prefix: str = "") -> tuple[torch.Tensor, dict[str, float]]:
         """Context token positions (sorted) that the answer to ``query`` will read, and the stage times."""
         if (whole := whole_context(len(encoded.tokens), self.config.budget)) is not None:
             return whole, {"score": 0.0, "recall": 0.0}
         state = encoded.state or self._prefill(encoded)
         t0 = time.perf_counter()
-        query_ids = self.template.suffix_ids(query, answer_prefix)
-        question = self.template.question_mask(query, answer_prefix)
-        queries = self.prefiller().query_states(state, query_ids)
-        scores, units = self.scores(queries, state.key_cache, encoded.tokens, encoded.prefix_ids.numel(), question)
+        if isinstance(query, str):
+            query = self.template.query(query, answer_prefix)
+        queries = self.prefiller().query_states(state, query.ids)
+        scores, units = self.scores(queries, state.key_cache, encoded.tokens, encoded.prefix_ids.numel(),
+                                    query.question)
         self._sync()
         t1 = time.perf_counter()
         positions = self.select(scores, units, encoded.tokens)
@@ -179,7 +181,7 @@ class ILRe:
         """Scores of the context from the queries [H, T, D] of a layer and that layer's keys of
         prefix + context: one per unit (and the units) for sentence recall, else one per token.
 
-        ``question`` marks the query tokens that belong to the question (``PromptTemplate.question_mask``);
+        ``question`` marks the query tokens that belong to the question (``QueryTokens.question``);
         with ``query_tokens='question'`` only they score the context.
         """
         c = self.config
@@ -206,10 +208,10 @@ class ILRe:
         if not query.strip():
             raise ValueError("the query is empty")
         encoded = context if isinstance(context, EncodedContext) else self.encode(context, progress)
-        suffix = self.template.suffix_ids(query, answer_prefix)
-        positions, times = self.recall(encoded, query, answer_prefix)
+        suffix = self.template.query(query, answer_prefix)
+        positions, times = self.recall(encoded, suffix)
         gap = self.template.encode_text(self.config.gap_marker)
-        prompt = assemble(encoded.prefix_ids, encoded.tokens.ids, positions, suffix, gap)
+        prompt = assemble(encoded.prefix_ids, encoded.tokens.ids, positions, suffix.ids, gap)
         t0 = time.perf_counter()
         text, new_ids = generate(self.model, self.tokenizer, prompt, self.config.max_new_tokens, streamer)
         timings = {**encoded.timings, **times, "answer": time.perf_counter() - t0}

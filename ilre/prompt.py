@@ -97,25 +97,36 @@ class PromptTemplate:
     def suffix_ids(self, question: str, answer_prefix: str = "") -> torch.Tensor:
         return self.encode_text(self._render(question, answer_prefix)[1])
 
-    def question_mask(self, question: str, answer_prefix: str = "") -> torch.Tensor:
-        """Which tokens of ``suffix_ids`` belong to the question itself, [T] bool.
-
-        The rest (chat-template end, answer prefix) attend alike whatever is asked. All true
-        where the tokenizer gives no offsets or the template hides the question's text.
-        """
+    def query(self, question: str, answer_prefix: str = "") -> QueryTokens:
+        """The suffix ids after the context, and which of them are the question's, tokenised once."""
         suffix = self._render(question, answer_prefix)[1]
-        n = self.suffix_ids(question, answer_prefix).numel()
-        start = suffix.find(question.strip()) if question.strip() else -1
         try:
             enc = self.tokenizer(suffix, add_special_tokens=False, return_offsets_mapping=True)
-        except (NotImplementedError, ValueError):
-            return torch.ones(n, dtype=torch.bool)
+        except (NotImplementedError, ValueError):  # a tokenizer without offsets
+            ids = self.suffix_ids(question, answer_prefix)
+            return QueryTokens(ids, torch.ones(ids.numel(), dtype=torch.bool))
+        ids = torch.tensor(enc["input_ids"], dtype=torch.long)
         offsets = torch.tensor(enc["offset_mapping"], dtype=torch.long).view(-1, 2)
-        if start < 0 or offsets.shape[0] != n:
-            return torch.ones(n, dtype=torch.bool)
+        start = suffix.find(question.strip()) if question.strip() else -1
         end = start + len(question.strip())
         mask = (offsets[:, 0] < end) & (offsets[:, 1] > start)
-        return mask if mask.any() else torch.ones(n, dtype=torch.bool)
+        if start < 0 or not mask.any():  # the template hides the question's text
+            mask = torch.ones(ids.numel(), dtype=torch.bool)
+        return QueryTokens(ids, mask)
+
+    def question_mask(self, question: str, answer_prefix: str = "") -> torch.Tensor:
+        return self.query(question, answer_prefix).question
+
+
+@dataclass
+class QueryTokens:
+    """What follows the context in the prompt: the question, the chat-template end, the answer prefix."""
+
+    ids: torch.Tensor
+    """[T] token ids, exactly ``PromptTemplate.suffix_ids``."""
+    question: torch.Tensor
+    """[T] bool: the question's own tokens; the rest attend alike whatever is asked. All true
+    where the tokenizer gives no offsets or the template hides the question's text."""
 
 
 def assemble(prefix: torch.Tensor, context: torch.Tensor, positions: torch.Tensor,

@@ -119,22 +119,21 @@ class LayerProbe:
         tokens = tokenize_context(self.tokenizer, task.context)
         needle = needle_mask(tokens, task.needles)
         prefix = template.prefix_ids()
-        query = template.suffix_ids(task.question, task.answer_prefix)
-        question = template.question_mask(task.question, task.answer_prefix)
+        query = template.query(task.question, task.answer_prefix)
         state = self.prefiller.prefill(torch.cat((prefix, tokens.ids)), capture=tuple(self.layers[:-1]))
-        queries = self.prefiller.query_states_by_layer(state, query)
+        queries = self.prefiller.query_states_by_layer(state, query.ids)
         caches = {**state.captured, self.layers[-1]: state.key_cache}
         units = tokens.unit_starts()
         n_ctx, n_needle = len(tokens), int(needle.sum())
         recall: dict[str, list[float]] = {m: [] for m in self.recallers}
         for layer in self.layers:
-            scores, _ = self.tokens.scores(queries[layer], caches[layer], tokens, prefix.numel(), question)
+            scores, _ = self.tokens.scores(queries[layer], caches[layer], tokens, prefix.numel(), query.question)
             for mode, recaller in self.recallers.items():
                 if whole_context(n_ctx, c.budget) is not None:  # the pipeline reads the whole context then
                     hit = n_needle
                 elif mode == "sentence":  # exactly as the pipeline recalls sentences
                     unit_scores, found = self.sentences.scores(queries[layer], caches[layer], tokens,
-                                                               prefix.numel(), question)
+                                                               prefix.numel(), query.question)
                     hit = int(needle[self.sentences.select(unit_scores, found, tokens)].sum())
                 else:
                     hit = int(needle[recaller.recall(scores, c.budget, units)].sum())
