@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from . import arch, loading, profile, quantize
+from . import __version__, arch, loading, profile, quantize
 from .answerer import generate
 from .config import ILReConfig
 from .prefiller import StreamingPrefiller, StreamState
@@ -50,13 +52,37 @@ class AnswerResult:
 
 @dataclass
 class EncodedContext:
-    """A context streamed once to the retrieval layer; it can answer many queries."""
+    """A context streamed once to the retrieval layer; it can answer many queries, now or, saved
+    as an index (:meth:`save`, :func:`ilre.load_index`), later."""
 
     tokens: ContextTokens
     prefix_ids: torch.Tensor
     state: StreamState | None
     """None until a budget smaller than the context asks for recall."""
     timings: dict[str, float]
+    pipeline: "ILRe | None" = field(default=None, repr=False)
+    """The ILRe that encoded it (or loaded it), which answers from it."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The settings that shaped ``state`` (``ILRe.encoding``); a pipeline with others refuses it."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write this encoding to ``path`` as an index file (atomically; see ilre/index.py)."""
+        from . import index
+
+        ilre = self.pipeline
+        state = self.state or ilre._prefill(self)
+        small = self.tokens.text.__len__() < 2**31 and self.tokens.ids.numel() and int(self.tokens.ids.max()) < 2**31
+        index_dtype = torch.int32 if small else torch.int64  # token ids and offsets: half the bytes
+        tensors = {"keys": state.key_cache.keys[:, :state.key_cache.filled], "prefix_ids": self.prefix_ids,
+                   "ids": self.tokens.ids.to(index_dtype), "offsets": self.tokens.offsets.to(index_dtype),
+                   "unit_starts": self.tokens.unit_starts().to(index_dtype),
+                   "text": torch.frombuffer(bytearray(self.tokens.text.encode("utf-8")), dtype=torch.uint8)}
+        for i, w in enumerate(state.windows):
+            tensors[f"window.{i}.keys"], tensors[f"window.{i}.values"] = w.keys, w.values
+        meta = {"ilre_version": __version__, "model": ilre.identity, "settings": self.settings,
+                "context": {"sha256": hashlib.sha256(self.tokens.text.encode("utf-8")).hexdigest(),
+                            "tokens": len(self.tokens), "characters": len(self.tokens.text)}}
+        return index.write(path, tensors, meta)
 
 
 class ILRe:
@@ -85,7 +111,7 @@ class ILRe:
                             name, config.layer)
         self.config = self._checked(config)
         self.template = PromptTemplate(tokenizer, config.instruction)
-        self._int8: dict[str, torch.nn.ModuleList] = {}  # shared by copies made with copy.copy
+        self._shared: dict[str, Any] = {}  # int8 layer copies, model identity: shared by with_config's copies
 
     @classmethod
     def from_pretrained(cls, model: str | Path | None = None, device: str | None = None,
@@ -101,6 +127,57 @@ class ILRe:
         lm, tokenizer, name = loading.load(model, backend.torch_device, backend.dtype, backend.attn_implementation)
         model_dir = Path(model) if model is not None and Path(model).is_dir() else None
         return cls(lm, tokenizer, replace(config or ILReConfig(), **overrides), name, model_dir, backend)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The model an encoding belongs to: its name, a fingerprint of config, tokenizer and weights,
+        and its dtype (computed once)."""
+        if "identity" not in self._shared:
+            from .index import fingerprint
+
+            self._shared["identity"] = {"name": self.name, "fingerprint": fingerprint(self.model, self.tokenizer),
+                                      "dtype": str(self.decoder.embed.weight.dtype).removeprefix("torch.")}
+        return self._shared["identity"]
+
+    @property
+    def encoding(self) -> dict[str, Any]:
+        """The settings that shape an encoding, as run: an index made under other ones is refused."""
+        c = self.config
+        precision = self.prefill_precision
+        return {"layer": c.layer, "sink": c.sink, "window": c.window, "chunk_size": c.chunk_for(precision),
+                "prefill_precision": precision, "instruction": c.instruction}
+
+    def check_encoding(self, settings: dict[str, Any], origin: str = "this encoding") -> None:
+        """Refuse an encoding made under other settings: answering from it would be silently wrong."""
+        ours = self.encoding
+        wrong = [f"{k} {settings[k]!r} (here {ours[k]!r})" for k in ours if k in settings and settings[k] != ours[k]]
+        if wrong:
+            raise ValueError(f"{origin} was made with other settings: {', '.join(wrong)}; encode the context again "
+                             "with these settings, or use the encoding's")
+
+    def load_index(self, path: str | Path, verify: bool = True) -> EncodedContext:
+        """An index written by :meth:`EncodedContext.save`, checked against this model and settings."""
+        from . import index
+        from .prefiller import LayerWindow
+
+        meta = index.read_meta(path)
+        theirs = meta.get("model", {})
+        if theirs.get("fingerprint") != self.identity["fingerprint"]:
+            raise index.IndexFileError(
+                f"index {path} was made with another model ({theirs.get('name')}, fingerprint "
+                f"{theirs.get('fingerprint')}), not {self.name} ({self.identity['fingerprint']}): pass that model "
+                "with --model, or make the index again with this one")
+        self.check_encoding(meta["settings"], f"index {path}")
+        t0 = time.perf_counter()
+        tensors, meta = index.read(path, verify)
+        text = bytes(tensors["text"].numpy()).decode("utf-8")
+        tokens = ContextTokens(text, tensors["ids"].long(), tensors["offsets"].long(), tensors["unit_starts"].long())
+        windows = [LayerWindow(tensors[f"window.{i}.keys"], tensors[f"window.{i}.values"])
+                   for i in range(self.config.layer)]
+        keys = tensors["keys"]
+        state = StreamState(windows, KeyCache(keys, self.config.layer, keys.shape[1]), keys.shape[1])
+        return EncodedContext(tokens, tensors["prefix_ids"], state, {"load": time.perf_counter() - t0}, self,
+                              meta["settings"])
 
     def with_config(self, **overrides) -> "ILRe":
         """The same model, tokenizer and int8 copies under another configuration (checked)."""
@@ -128,9 +205,9 @@ class ILRe:
         layers = None
         precision = self.prefill_precision
         if precision == "int8":
-            if len(self._int8.get("layers", ())) <= c.layer:
-                self._int8["layers"] = quantize.int8_layers(self.decoder.layers, c.layer)
-            layers = self._int8["layers"]
+            if len(self._shared.get("layers", ())) <= c.layer:
+                self._shared["layers"] = quantize.int8_layers(self.decoder.layers, c.layer)
+            layers = self._shared["layers"]
         return StreamingPrefiller(self.model, c.layer, c.sink, c.window, c.chunk_for(precision), progress, layers)
 
     def _sync(self) -> None:
@@ -147,12 +224,14 @@ class ILRe:
         tokens = tokenize_context(self.tokenizer, context)
         if len(tokens) == 0:
             raise ValueError("the context is empty: it has no tokens")
-        encoded = EncodedContext(tokens, self.template.prefix_ids(), None, {"tokenize": time.perf_counter() - t0})
+        encoded = EncodedContext(tokens, self.template.prefix_ids(), None, {"tokenize": time.perf_counter() - t0},
+                                 self, self.encoding)
         if whole_context(len(tokens), self.config.budget) is None:
             self._prefill(encoded, progress)
         return encoded
 
     def _prefill(self, encoded: EncodedContext, progress: bool = False) -> StreamState:
+        encoded.settings = self.encoding
         t0 = time.perf_counter()
         encoded.state = self.prefiller(progress).prefill(torch.cat((encoded.prefix_ids, encoded.tokens.ids)))
         self._sync()
@@ -162,6 +241,7 @@ class ILRe:
     def recall(self, encoded: EncodedContext, query: str | QueryTokens,
                answer_prefix: str = "") -> tuple[torch.Tensor, dict[str, float]]:
         """Context token positions (sorted) that the answer to ``query`` will read, and the stage times."""
+        self.check_encoding(encoded.settings)
         if (whole := whole_context(len(encoded.tokens), self.config.budget)) is not None:
             return whole, {"score": 0.0, "recall": 0.0}
         state = encoded.state or self._prefill(encoded)

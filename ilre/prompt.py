@@ -32,12 +32,19 @@ class ContextTokens:
     text: str
     ids: torch.Tensor       # [L] long
     offsets: torch.Tensor   # [L, 2] long, character [start, end) of each token
+    starts: torch.Tensor | None = None
+    """The first token of each sentence or line, once found (a saved index stores them)."""
 
     def __len__(self) -> int:
         return self.ids.numel()
 
     def unit_starts(self) -> torch.Tensor:
-        """Token index of the first token of each sentence or line."""
+        """Token index of the first token of each sentence or line (found once, then kept)."""
+        if self.starts is None:
+            self.starts = self._unit_starts()
+        return self.starts
+
+    def _unit_starts(self) -> torch.Tensor:
         if len(self) == 0:
             return torch.zeros(0, dtype=torch.long)
         boundaries = [m.end() for m in _UNIT_END.finditer(self.text)]

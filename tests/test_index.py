@@ -1,0 +1,111 @@
+"""Saved indexes (ilre/index.py): an answer from the file equals the answer from the text; bad
+files and mismatches are refused with one clear message; a failed write leaves nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from ilre import index
+from ilre.config import ILReConfig
+from ilre.pipeline import ILRe
+
+TEXT = " ".join(f"Line {i} says the weather was mild." for i in range(60)) + " The vault code is 4417. " + \
+    " ".join(f"Note {i}: nothing happened." for i in range(60))
+QUESTION = "What is the vault code?"
+
+
+@pytest.fixture(params=["llama", "qwen2"])
+def ilre(request, tokenizer):
+    return ILRe(tiny_model(request.param), tokenizer, ILReConfig(layer=2, budget=48, max_new_tokens=6, window=32,
+                                                                  chunk_size=40))
+
+
+def test_answer_from_a_saved_index_equals_the_answer_from_the_text(ilre, tmp_path):
+    encoded = ilre.encode(TEXT)
+    path = encoded.save(tmp_path / "book.ilre")
+    loaded = ilre.load_index(path)
+    assert torch.equal(loaded.state.key_cache.keys, encoded.state.key_cache.keys)
+    for kept, fresh in zip(loaded.state.windows, encoded.state.windows):
+        assert torch.equal(kept.keys, fresh.keys) and torch.equal(kept.values, fresh.values)
+    from_text = ilre.answer(TEXT, QUESTION, "The code is")
+    from_index = ilre.answer(loaded, QUESTION, "The code is")
+    assert from_index.answer_tokens == from_text.answer_tokens
+    assert [(s.start, s.end, s.text) for s in from_index.spans] == [(s.start, s.end, s.text) for s in from_text.spans]
+    # recall-only settings may differ from the ones at indexing time
+    other = ilre.with_config(budget=24, recall_unit="token", max_new_tokens=3)
+    assert other.answer(loaded, QUESTION).answer_tokens == other.answer(TEXT, QUESTION).answer_tokens
+
+
+def test_scores_from_a_loaded_index_equal_the_in_memory_ones(ilre, tmp_path):
+    encoded = ilre.encode(TEXT)
+    loaded = ilre.load_index(encoded.save(tmp_path / "book.ilre"))
+    query = ilre.template.query(QUESTION)
+    scores = []
+    for enc in (encoded, loaded):
+        queries = ilre.prefiller().query_states(enc.state, query.ids)
+        scores.append(ilre.scores(queries, enc.state.key_cache, enc.tokens, enc.prefix_ids.numel(), query.question)[0])
+    assert torch.equal(scores[0], scores[1])
+
+
+def test_the_header_says_what_the_index_holds(ilre, tmp_path):
+    path = ilre.encode(TEXT).save(tmp_path / "book.ilre")
+    meta = index.read_meta(path)
+    assert meta["format"] == index.FORMAT and meta["model"]["fingerprint"] == ilre.identity["fingerprint"]
+    assert meta["settings"] == ilre.encoding and meta["context"]["characters"] == len(TEXT)
+    text = index.describe(path)
+    assert "fingerprint" in text and "layer=2" in text and "MiB" in text
+
+
+def test_other_model_or_settings_are_refused(ilre, tokenizer, tmp_path):
+    path = ilre.encode(TEXT).save(tmp_path / "book.ilre")
+    other_model = ILRe(tiny_model("llama", seed=1), tokenizer, ilre.config)
+    with pytest.raises(ValueError, match="another model"):
+        other_model.load_index(path)
+    for change in ({"layer": 1}, {"window": 64}, {"sink": 2}, {"chunk_size": 16}, {"instruction": "Read."}):
+        with pytest.raises(ValueError, match="other settings: " + next(iter(change))):
+            ilre.with_config(**change).load_index(path)
+
+
+def test_bad_files_are_refused(ilre, tmp_path):
+    path = ilre.encode(TEXT).save(tmp_path / "book.ilre")
+    data = path.read_bytes()
+    cases = {"missing.ilre": None, "truncated.ilre": data[: len(data) // 2], "text.ilre": b"just some text\n",
+             "flipped.ilre": data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:]}
+    for name, content in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        with pytest.raises(index.IndexFileError):
+            ilre.load_index(tmp_path / name)
+    with pytest.raises(index.IndexFileError, match="directory"):
+        ilre.load_index(tmp_path)
+    # a newer format
+    tensors, meta = index.read(path)
+    newer = index.write(tmp_path / "newer.ilre", tensors, {k: v for k, v in meta.items() if k != "format"})
+    raw = newer.read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + header_len])
+    inner = json.loads(header["__metadata__"]["ilre"])
+    inner["format"] = index.FORMAT + 1
+    header["__metadata__"]["ilre"] = json.dumps(inner)
+    encoded_header = json.dumps(header).encode()
+    encoded_header += b" " * (-len(encoded_header) % 8)
+    (tmp_path / "newer.ilre").write_bytes(len(encoded_header).to_bytes(8, "little") + encoded_header + raw[8 + header_len:])
+    with pytest.raises(index.IndexFileError, match="newer"):
+        ilre.load_index(tmp_path / "newer.ilre")
+
+
+def test_a_failed_write_leaves_no_file(ilre, tmp_path, monkeypatch):
+    encoded = ilre.encode(TEXT)
+
+    def interrupted(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("safetensors.torch.save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        encoded.save(tmp_path / "book.ilre")
+    assert list(tmp_path.iterdir()) == []
