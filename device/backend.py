@@ -23,13 +23,14 @@ import importlib
 import logging
 import os
 import re
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
+
+from device.memory import peak_rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,7 @@ class Backend:
         the process's peak resident set size since it started (cpu)."""
         if (accel := self._accel()) is not None:
             return int(accel.max_memory_allocated(self.torch_device))
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(rss if sys.platform == "darwin" else rss * 1024)  # KiB on Linux
+        return peak_rss_bytes()
 
     def peak_memory_baseline_bytes(self) -> int:
         """What the last `reset_peak_memory` recorded: on cpu the process peak

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import cli
@@ -27,13 +28,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "worth reading, and the whole model answers from those alone.",
     )
     io = p.add_argument_group("input and output")
-    io.add_argument("--context", required=True, type=Path, help="UTF-8 text file to ask about")
-    io.add_argument("--query", required=True, help="the question")
+    source = io.add_mutually_exclusive_group(required=True)
+    source.add_argument("--context", type=Path, help="UTF-8 text file to ask about")
+    source.add_argument("--index", type=Path,
+                        help="an index made by python -m ilre.index: answers without reading the context again; "
+                             "its encoding settings are used, and options that contradict them are refused")
+    ask = io.add_mutually_exclusive_group(required=True)
+    ask.add_argument("--query", help="the question")
+    ask.add_argument("--queries", type=Path,
+                     help="a file of questions, one per line, or JSONL records with 'query' and an optional "
+                          "'answer_prefix'; one encoding of the context serves them all")
     io.add_argument("--answer-prefix", default="",
-                    help="text the answer starts with (e.g. 'The pass key is'); it steers short answers")
+                    help="text the answer starts with (e.g. 'The pass key is'); it steers short answers; with "
+                         "--queries, for the questions that give none")
     io.add_argument("--json", action="store_true",
-                    help="print one JSON record (answer, recalled spans with character offsets, layer, "
-                         "token counts, stage times) instead of streaming the answer")
+                    help="print a JSON record (answer, recalled spans with character offsets, layer, token counts, "
+                         "stage times) instead of streaming the answer; one line per question with --queries")
     cli.add_output_options(io)
     cli.add_model_options(p.add_argument_group("model and device"))
     cli.add_config_options(p.add_argument_group("retrieval"), *RECALL)
@@ -42,54 +52,101 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_context(path: Path) -> str:
+def read_text(path: Path, what: str = "context file") -> str:
     """The file's text, or a ValueError whose message says what is wrong and what to do."""
     if not path.exists():
-        raise ValueError(f"context file {path} does not exist")
+        raise ValueError(f"{what} {path} does not exist")
     if path.is_dir():
-        raise ValueError(f"context {path} is a directory: pass a text file")
+        raise ValueError(f"{what} {path} is a directory: pass a text file")
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"cannot read context file {path}: {exc.strerror}") from exc
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror}") from exc
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"context file {path} is not UTF-8 (byte {exc.start}): convert it, "
+        raise ValueError(f"{what} {path} is not UTF-8 (byte {exc.start}): convert it, "
                          f"e.g. iconv -f latin1 -t utf-8") from exc
     if not text.strip():
-        raise ValueError(f"context file {path} is empty")
+        raise ValueError(f"{what} {path} is empty")
     return text
 
 
-def answer(args: argparse.Namespace) -> int:
+def read_queries(path: Path, answer_prefix: str = "") -> list[tuple[str, str]]:
+    """(question, answer prefix) pairs of a --queries file: plain lines, or JSONL records."""
+    questions = []
+    for number, line in enumerate(read_text(path, "queries file").splitlines(), 1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                record = json.loads(line)
+                questions.append((str(record["query"]), str(record.get("answer_prefix", answer_prefix))))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path}, line {number}: a JSON line needs a 'query' field, like "
+                                 '{"query": "Who?", "answer_prefix": "It was"}') from None
+        else:
+            questions.append((line.strip(), answer_prefix))
+    for question, _ in questions:
+        if not question.strip():
+            raise ValueError(f"{path} holds an empty query")
+    return questions
+
+
+def load(args: argparse.Namespace, given: set[str]):
+    """(the pipeline, the encoded context): the context encoded, or the index loaded and checked."""
+    from . import index
     from .pipeline import ILRe
 
-    if not args.query.strip():
-        raise ValueError("the query is empty: pass --query 'your question'")
-    context = read_context(args.context)
     config = cli.config_from(args)
+    model = args.model
+    if args.index is not None:
+        meta = index.read_meta(args.index)
+        made = meta["settings"]
+        for name in sorted(given & set(made)):
+            if getattr(config, name) != made[name]:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)} contradicts the index, made with "
+                                 f"{name} {made[name]}: leave the option out, or make the index again with it")
+        config = replace(config, **made)
+        model = model or meta["model"].get("source")
     cli.set_threads(args.threads)
-    ilre = ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype, config=config)
-    streamer = None
-    if not args.json:
-        from transformers import TextStreamer
-        streamer = TextStreamer(ilre.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        if args.answer_prefix:
-            print(args.answer_prefix, end=" ", flush=True)
-    result = ilre.answer(context, args.query, args.answer_prefix, streamer=streamer, progress=not args.no_progress)
-    if result.whole_context:
-        print(f"note: the budget ({config.budget}) covers the whole context ({result.context_tokens} tokens): "
-              "the answer read all of it", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    ilre = ILRe.from_pretrained(model, device=args.device, dtype=args.dtype, config=config)
+    if args.index is not None:
+        return ilre, ilre.load_index(args.index)
+    return ilre, ilre.encode(read_text(args.context, "context file"), progress=not args.no_progress)
+
+
+def answer(args: argparse.Namespace, given: set[str]) -> int:
+    questions = ([(args.query, args.answer_prefix)] if args.queries is None
+                 else read_queries(args.queries, args.answer_prefix))
+    if not all(q.strip() for q, _ in questions):
+        raise ValueError("the query is empty: pass --query 'your question'")
+    ilre, encoded = load(args, given)
+    for n, (question, prefix) in enumerate(questions):
+        streamer = None
+        if not args.json:
+            from transformers import TextStreamer
+            streamer = TextStreamer(ilre.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            if args.queries is not None:
+                print(("\n" if n else "") + f"Q: {question}")
+            if prefix:
+                print(prefix, end=" ", flush=True)
+        result = ilre.answer(encoded, question, prefix, streamer=streamer)
+        if result.whole_context and n == 0:
+            print(f"note: the budget ({ilre.config.budget}) covers the whole context ({result.context_tokens} "
+                  "tokens): the answer read all of it", file=sys.stderr)
+        if args.json and args.queries is not None:
+            print(json.dumps({"query": question, **result.to_dict()}, ensure_ascii=False), flush=True)
+        elif args.json:
+            print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     cli.setup_logging(args.verbose)
-    return cli.run(lambda: answer(args))
+    return cli.run(lambda: answer(args, cli.given(parser, argv)))
 
 
 if __name__ == "__main__":

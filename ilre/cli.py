@@ -164,6 +164,19 @@ def add_config_options(group, *names: str, **defaults: Any) -> None:
                            choices=CHOICES.get(name), default=default, help=help_text)
 
 
+def given(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The options written on the command line ``argv``, by dest (defaults do not count)."""
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        written, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    finally:
+        for action, default in saved:
+            action.default = default
+    return set(vars(written))
+
+
 def config_from(args: argparse.Namespace, base: ILReConfig | None = None) -> ILReConfig:
     """``base`` (default: ILReConfig()) with every ILReConfig field the arguments carry, checked."""
     given = {f.name: getattr(args, f.name) for f in fields(ILReConfig) if hasattr(args, f.name)}

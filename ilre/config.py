@@ -22,6 +22,9 @@ MINIMUMS = {"layer": 0, "budget": 1, "max_unit_tokens": 1, "sink": 0, "window": 
             "distance": 0, "score_block": 1, "max_new_tokens": 1}
 """The smallest value of each integer field (None, where a field allows it, is always allowed)."""
 
+ENCODING = ("layer", "sink", "window", "chunk_size", "prefill_precision", "instruction")
+"""The fields that shape an encoding (and a saved index); the others shape only recall and the answer."""
+
 DEFAULT_INSTRUCTION = (
     "Below are excerpts of a long document, in their original order. "
     "Answer the question using them; answer briefly."

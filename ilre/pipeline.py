@@ -14,7 +14,7 @@ import torch
 
 from . import __version__, arch, loading, profile, quantize
 from .answerer import generate
-from .config import ILReConfig
+from .config import ENCODING, ILReConfig
 from .prefiller import StreamingPrefiller, StreamState
 from .prompt import ContextTokens, PromptTemplate, QueryTokens, assemble, contiguous_runs, tokenize_context
 from .key_cache import KeyCache
@@ -98,6 +98,8 @@ class ILRe:
         self.tokenizer = tokenizer
         self.name = name
         self.backend = backend
+        self.source: str | None = None
+        """Where the model was loaded from (None: the embedded model, or a model passed in)."""
         self.decoder = arch.decoder_of(model)
         config = config or ILReConfig()
         self.profile = profile.find(name, self.decoder.num_layers, model_dir)
@@ -126,7 +128,9 @@ class ILRe:
         backend = select_backend(device, dtype)
         lm, tokenizer, name = loading.load(model, backend.torch_device, backend.dtype, backend.attn_implementation)
         model_dir = Path(model) if model is not None and Path(model).is_dir() else None
-        return cls(lm, tokenizer, replace(config or ILReConfig(), **overrides), name, model_dir, backend)
+        ilre = cls(lm, tokenizer, replace(config or ILReConfig(), **overrides), name, model_dir, backend)
+        ilre.source = None if model is None else str(Path(model).expanduser().resolve())
+        return ilre
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -136,16 +140,16 @@ class ILRe:
             from .index import fingerprint
 
             self._shared["identity"] = {"name": self.name, "fingerprint": fingerprint(self.model, self.tokenizer),
-                                      "dtype": str(self.decoder.embed.weight.dtype).removeprefix("torch.")}
+                                        "dtype": str(self.decoder.embed.weight.dtype).removeprefix("torch."),
+                                        "source": self.source}
         return self._shared["identity"]
 
     @property
     def encoding(self) -> dict[str, Any]:
         """The settings that shape an encoding, as run: an index made under other ones is refused."""
-        c = self.config
         precision = self.prefill_precision
-        return {"layer": c.layer, "sink": c.sink, "window": c.window, "chunk_size": c.chunk_for(precision),
-                "prefill_precision": precision, "instruction": c.instruction}
+        run = {"chunk_size": self.config.chunk_for(precision), "prefill_precision": precision}
+        return {name: run.get(name, getattr(self.config, name)) for name in ENCODING}
 
     def check_encoding(self, settings: dict[str, Any], origin: str = "this encoding") -> None:
         """Refuse an encoding made under other settings: answering from it would be silently wrong."""

@@ -31,6 +31,19 @@ from .key_cache import KeyCache
 log = logging.getLogger(__name__)
 
 
+def keys_attended(n_tokens: int, sink: int, window: int, chunk_size: int) -> int:
+    """Sum over all streamed tokens of the keys each one attends to in a lower layer.
+
+    A chunk starting at stream position s sees the cache of min(s, sink + window) tokens; its
+    i-th token (0-based) also sees chunk tokens 0..i, causally.
+    """
+    total = 0
+    for start in range(0, n_tokens, chunk_size):
+        c = min(chunk_size, n_tokens - start)
+        total += c * min(start, sink + window) + c * (c + 1) // 2
+    return total
+
+
 @dataclass
 class LayerWindow:
     """Sink + sliding-window K/V of one layer below the retrieval layer, before RoPE: [Hkv, n, D]."""
@@ -82,6 +95,25 @@ class StreamingPrefiller:
             raise ValueError("sink and window must be >= 0")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
+
+    def flops(self, n_tokens: int) -> dict:
+        """Useful FLOPs of streaming ``n_tokens`` to ``layer``, from the model's own shapes.
+
+        Per token: 2 x the weights of every linear map of the layers below ``layer`` (q, k, v, o
+        and the MLP) plus 2 x those of k_proj at ``layer``, counted on the model's own layers (int8
+        stand-ins do the same work); per token and lower layer, attention costs
+        4 x keys x heads x head_dim (q.k and p.v), with the keys that token actually attends to
+        (:func:`keys_attended`: masked-out positions are not counted). Norms, RoPE, softmax and
+        activations are left out (a few percent at most).
+        """
+        dec = arch.decoder_of(self.model)
+        params = dec.layers[self.layer].self_attn.k_proj.weight.numel() + sum(
+            m.weight.numel() for layer in dec.layers[: self.layer] for m in layer.modules()
+            if isinstance(m, torch.nn.Linear))
+        keys = keys_attended(n_tokens, self.sink, self.window, self.chunk_size)
+        linear, attention = 2 * params * n_tokens, 4 * keys * dec.num_heads * dec.head_dim * self.layer
+        return {"linear": linear, "attention": attention, "total": linear + attention,
+                "params_per_token": params, "mean_keys": keys / max(n_tokens, 1)}
 
     @property
     def _param(self) -> torch.Tensor:

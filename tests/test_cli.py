@@ -159,7 +159,7 @@ def test_config_options_come_from_the_config():
 
 
 @pytest.mark.parametrize("module", ["ilre.answer", "layer_probe", "scripts/evaluate.py",
-                                    "scripts/tune_defaults.py"])
+                                    "scripts/tune_defaults.py", "scripts/bench.py"])
 def test_help_of_every_command_shows_each_default_once(module):
     command = [sys.executable, module, "--help"] if module.endswith(".py") else [sys.executable, "-m", module, "--help"]
     out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout

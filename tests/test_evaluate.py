@@ -177,7 +177,7 @@ def test_bad_arguments_exit_with_usage(argv, capsys):
 def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         evaluate.build_parser().parse_args(["--help"])
-    text = capsys.readouterr().out
+    capsys.readouterr()
     for action in evaluate.build_parser()._actions:
         assert action.help, action.dest
 

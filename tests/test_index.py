@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_model
+from conftest import one_line_error, tiny_model
 from ilre import index
 from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
@@ -109,3 +109,55 @@ def test_a_failed_write_leaves_no_file(ilre, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         encoded.save(tmp_path / "book.ilre")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the command lines ---------------------------------------------------------------------------
+
+
+def _json_lines(capsys) -> list[dict]:
+    out = capsys.readouterr().out
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_index_then_answer_from_the_command_line(tiny_model_dir, tmp_path, capsys):
+    from ilre.answer import main as answer
+    from ilre.index.__main__ import main as make_index
+
+    book = tmp_path / "book.txt"
+    book.write_text(TEXT, encoding="utf-8")
+    questions = tmp_path / "questions.txt"
+    questions.write_text(f"{QUESTION}\n\n" + json.dumps({"query": "Which line is mild?", "answer_prefix": "Line"})
+                         + "\nWhat happened?\n", encoding="utf-8")
+    common = ["--model", str(tiny_model_dir), "--budget", "48", "--max-new-tokens", "5", "--no-progress"]
+    encoding = ["--window", "32", "--chunk-size", "40"]
+    assert make_index(["--context", str(book), "--out", str(tmp_path / "book.ilre"), "--model", str(tiny_model_dir),
+                       "--no-progress", *encoding]) == 0
+    assert "indexed" in capsys.readouterr().out
+    assert make_index(["--info", str(tmp_path / "book.ilre")]) == 0
+    assert "window=32" in capsys.readouterr().out
+
+    assert answer(["--context", str(book), "--queries", str(questions), "--json", *common, *encoding]) == 0
+    from_text = _json_lines(capsys)
+    assert answer(["--index", str(tmp_path / "book.ilre"), "--queries", str(questions), "--json", *common]) == 0
+    from_index = _json_lines(capsys)
+    assert [r["query"] for r in from_index] == [QUESTION, "Which line is mild?", "What happened?"]
+    assert [r["answer_tokens"] for r in from_index] == [r["answer_tokens"] for r in from_text]
+    # --queries answers as separate runs do
+    for record in from_text:
+        prefix = "Line" if record["query"] == "Which line is mild?" else ""
+        assert answer(["--context", str(book), "--query", record["query"], "--answer-prefix", prefix, "--json",
+                       *common, *encoding]) == 0
+        assert json.loads(capsys.readouterr().out)["answer_tokens"] == record["answer_tokens"]
+    # an option repeating the index's setting is fine; one contradicting it is refused
+    assert answer(["--index", str(tmp_path / "book.ilre"), "--query", QUESTION, "--window", "32", "--json",
+                   *common]) == 0
+    capsys.readouterr()
+    message = one_line_error(capsys, answer, ["--index", str(tmp_path / "book.ilre"), "--query", QUESTION,
+                                              "--window", "64", *common])
+    assert "--window 64 contradicts the index" in message
+    (tmp_path / "fake.ilre").write_text("not an index")
+    assert "not an ILRe index" in one_line_error(capsys, answer, ["--index", str(tmp_path / "fake.ilre"),
+                                                                  "--query", QUESTION, *common])
+    (tmp_path / "bad.txt").write_text('{"question": "no query field"}\n')
+    assert "needs a 'query' field" in one_line_error(capsys, answer, ["--context", str(book), "--queries",
+                                                                      str(tmp_path / "bad.txt"), *common])

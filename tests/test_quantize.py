@@ -109,7 +109,7 @@ def test_pipeline_makes_the_int8_copies_once_and_uses_them(tokenizer, monkeypatc
     ilre.answer(encoded, "When do birds sing?")
     ilre.answer(encoded, "Who sings?")
     assert made == [LAYER]
-    assert ilre.prefiller().decoder.layers is ilre._int8["layers"]
+    assert ilre.prefiller().decoder.layers is ilre._shared["layers"]
     exact = ILRe(model, tokenizer, ILReConfig(layer=LAYER, prefill_precision="model"))
     assert exact.prefiller().decoder.layers is model.model.layers
 

@@ -19,20 +19,18 @@ so each row reads as the cost of answering one question about a fresh context.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import json
 import logging
-import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import psutil
 import torch
 from tqdm.auto import tqdm
+
+from device.memory import PeakMemory
 
 from ..answerer import generate
 from ..prompt import tokenize_context
@@ -109,60 +107,6 @@ def task_key(task: Task) -> str:
     digest = hashlib.blake2b(json.dumps([task.context, task.question, task.answer_prefix, task.answers])
                              .encode(), digest_size=4).hexdigest()
     return f"{task.task}|{task.length}|{task.seed}|{digest}"
-
-
-# ---------------------------------------------------------------------------------------
-# memory
-
-
-def _trim_heap() -> None:
-    """Give freed heap pages back to the OS, so the next baseline RSS is not inflated."""
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        pass
-
-
-class PeakMemory:
-    """Peak resident memory of this process during a block, sampled every ``interval`` s.
-
-    The process-lifetime peak (``ru_maxrss``) cannot be reset, so a background thread samples
-    RSS instead; ``peak_mib`` is the highest sample above ``base`` (RSS at entry, or a baseline
-    passed in when several blocks make one system's work). Short spikes between samples
-    can be missed.
-    """
-
-    def __init__(self, base: int | None = None, interval: float = 0.005):
-        self._proc = psutil.Process()
-        self.interval = interval
-        self.base = base
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def _rss(self) -> int:
-        return self._proc.memory_info().rss
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self._rss())
-
-    def __enter__(self) -> "PeakMemory":
-        if self.base is None:
-            _trim_heap()
-            self.base = self._rss()
-        self.peak = self._rss()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def peak_mib(self) -> float:
-        return (self.peak - self.base) / 2**20
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,73 @@
+"""Command line: read a long context once and save what answering needs, or describe an index.
+
+    python -m ilre.index --context book.txt --out book.ilre
+    python -m ilre.index --info book.ilre
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .. import cli
+from ..answer import PREFILL, read_text
+from .format import SUFFIX, describe
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.Parser(
+        prog="python -m ilre.index",
+        description="Read a long text once, up to the retrieval layer, and save what answering needs (the keys "
+                    "of that layer, the lower layers' windows, the tokens and the text) in one index file. "
+                    "python -m ilre.answer --index FILE then answers any question about the text in seconds.",
+        epilog="examples:\n"
+               "  python -m ilre.index --context book.txt --out book.ilre\n"
+               "  python -m ilre.index --info book.ilre\n"
+               "  python -m ilre.answer --index book.ilre --query 'Who inherits the lighthouse?'",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--context", type=Path, help="UTF-8 text file to index")
+    what.add_argument("--info", type=Path, metavar="INDEX",
+                      help="print what an index holds (model, settings, tokens, size, creation, format) and stop")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"the index file to write; default: the context's name with {SUFFIX}")
+    cli.add_output_options(p)
+    cli.add_model_options(p.add_argument_group("model and device"))
+    cli.add_config_options(p.add_argument_group("encoding (answers from the index use the same)"),
+                           "layer", *PREFILL)
+    return p
+
+
+def index(args: argparse.Namespace) -> int:
+    if args.info is not None:
+        print(describe(args.info))
+        return 0
+    from ..pipeline import ILRe
+
+    out = args.out or args.context.with_suffix(SUFFIX)
+    if out.resolve() == args.context.resolve():
+        raise ValueError(f"--out {out} would overwrite the context: choose another name")
+    if not out.parent.is_dir():
+        raise ValueError(f"cannot write {out}: folder {out.parent} does not exist")
+    text = read_text(args.context)
+    cli.set_threads(args.threads)
+    ilre = ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype, config=cli.config_from(args))
+    t0 = time.perf_counter()
+    encoded = ilre.encode(text, progress=not args.no_progress)
+    path = encoded.save(out)
+    seconds = time.perf_counter() - t0
+    print(f"indexed {len(encoded.tokens)} tokens to layer {ilre.config.layer} in {seconds:.1f} s: "
+          f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.verbose)
+    return cli.run(lambda: index(args), interrupted="interrupted: no index written")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
