@@ -1,6 +1,9 @@
-"""Command line: answer a question about a long text file.
+"""Answer a question about a long text with Intermediate Layer Retrieval: the text is read once up
+to one intermediate layer, the query's attention there picks the tokens worth reading, and the
+whole model answers from those alone.
 
     python -m ilre.answer --context book.txt --query "What is the pass key?"
+    python -m ilre.answer --index book.ilre --queries questions.txt --json
 """
 
 from __future__ import annotations
@@ -21,12 +24,7 @@ PREFILL = ("sink", "window", "chunk_size", "prefill_precision")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.Parser(
-        prog="python -m ilre.answer",
-        description="Answer a question about a long text with Intermediate Layer Retrieval: the text is "
-                    "read once up to one intermediate layer, the query's attention there picks the tokens "
-                    "worth reading, and the whole model answers from those alone.",
-    )
+    p = cli.Parser("python -m ilre.answer", __doc__)
     io = p.add_argument_group("input and output")
     source = io.add_mutually_exclusive_group(required=True)
     source.add_argument("--context", type=Path, help="UTF-8 text file to ask about")

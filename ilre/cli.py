@@ -32,11 +32,12 @@ _LENGTH = re.compile(r"^(\d+(?:\.\d+)?)([km]?)$")
 class Parser(argparse.ArgumentParser):
     """Bad usage gets one line on stderr naming the problem, and exit status 2 (no usage dump)."""
 
-    def __init__(self, prog: str, description: str, epilog: str | None = None):
-        """``description`` is wrapped by paragraph; ``epilog`` (examples) is printed as written."""
-        wrapped = "\n\n".join(textwrap.fill(" ".join(par.split()), 100) for par in description.split("\n\n"))
-        super().__init__(prog=prog, description=wrapped, epilog=epilog,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    def __init__(self, prog: str, description: str):
+        """``description`` is usually the command module's docstring: its paragraphs are wrapped,
+        its indented ones (example commands) printed as written."""
+        paragraphs = [p for p in textwrap.dedent(description).strip().split("\n\n")]
+        text = "\n\n".join(p if p.startswith(" ") else textwrap.fill(" ".join(p.split()), 100) for p in paragraphs)
+        super().__init__(prog=prog, description=text, formatter_class=argparse.RawDescriptionHelpFormatter)
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

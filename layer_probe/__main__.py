@@ -1,4 +1,8 @@
-"""Command line: choose a model's retrieval layer by needle recall and write its profile.
+"""Find the decoder layer whose query-to-context attention best recalls planted passkeys, and write
+it as the model's profile, which python -m ilre.answer then uses by default. Recall is the share of
+needle tokens inside the recalled set, at the pipeline's budget and recall settings; one streaming
+pass per sample serves every candidate layer. Rule: the highest recall, ties to the shallowest
+layer (see --prefer).
 
     python -m layer_probe --model path/to/model --out profiles/mymodel.json --lengths 4k,16k --samples 20
 """
@@ -46,22 +50,15 @@ def parse_layers(text: str) -> tuple[int, ...] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.Parser(
-        prog="python -m layer_probe",
-        description="Find the decoder layer whose query-to-context attention best recalls planted passkeys, "
-                    "and write it as the model's profile, which `python -m ilre.answer` then uses by default. "
-                    "Recall is the share of needle tokens inside the recalled set, at the pipeline's budget "
-                    "and recall settings; one streaming pass per sample serves every candidate layer. "
-                    "Rule: the highest recall, ties to the shallowest layer (see --prefer).",
-    )
+    p = cli.Parser("python -m layer_probe", __doc__)
     io = p.add_argument_group("output")
     io.add_argument("--out", type=Path, default=None,
                     help="profile JSON to write (the PNG plot goes beside it, same name); without it the "
                          "profile is only registered in the cache")
+    io.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
     io.add_argument("--no-register", action="store_true",
                     help="do not also write the profile to <cache>/profiles/<model name>.json, where "
                          "ilre.answer looks for it (cache: $ILRE_CACHE, default ~/.cache/ilre)")
-    io.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
     cli.add_output_options(io, verbose="log each sample and file written")
 
     n = p.add_argument_group("needle samples")

@@ -49,12 +49,8 @@ CONFIG = ("layer", "chunk_size", "window", "sink", "prefill_precision")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.Parser(
-        prog="python scripts/bench.py",
-        description="Time to first answer token and peak memory of ILRe against a full-context pass of the "
-                    "same model, per context length, each measured in a fresh process. Writes <out>/bench.json "
-                    "and <out>/bench.png.",
-    )
+    p = cli.Parser("python scripts/bench.py", "Time to first answer token and peak memory of ILRe against a "
+                   "full-context pass of the same model, per context length, each in a fresh process.")
     w = p.add_argument_group("what to measure")
     w.add_argument("--lengths", type=cli.lengths(), default=None,
                    help="context lengths in tokens, comma-separated, e.g. 4K,128K (K = 1024, M = 1024²); "

@@ -1,12 +1,14 @@
-"""Evaluate ILRe against full context, SnapKV-style recall, StreamingLLM and BM25 RAG.
+"""Score ILRe and the systems it competes with (full context, SnapKV-style recall, StreamingLLM,
+BM25 RAG) on offline tasks: accuracy per task and context length, time to answer and peak memory,
+as a markdown table and a PNG plot. Every system answers the same tasks with the same model and
+prompt layout. Resumable: rerunning the same command recomputes no finished row.
 
-    python scripts/evaluate.py --preset quick          # ~15 minutes on 2 CPU cores
-    python scripts/evaluate.py --preset full           # the table in docs/evaluation.md
-
-RULER-style tasks are generated offline with a fixed seed and written to the results folder as
-JSONL; every system answers the same tasks with the same model and prompt layout, and the
-folder gets per-sample predictions, a markdown table and a PNG plot. Rerunning the same command
-resumes: finished rows are not recomputed.
+    python scripts/evaluate.py --preset quick --threads 1       # ~15 minutes on 2 CPU cores
+    python scripts/evaluate.py --preset full --threads 1        # the table in docs/evaluation.md
+    python scripts/evaluate.py --tasks passkey,vt --lengths 1K,32K --samples 3 --out results/mine
+    python scripts/evaluate.py --ruler ../RULER --lengths 4K --samples 8
+    python scripts/evaluate.py --documents --lengths 4K --threads 1
+    python scripts/evaluate.py --preset full --report-only
 """
 
 from __future__ import annotations
@@ -63,19 +65,7 @@ PRESETS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.Parser(
-        prog="python scripts/evaluate.py",
-        description="Score ILRe and the systems it competes with on offline RULER-style tasks: accuracy "
-                    "per task and context length, time to answer and peak memory, as a markdown table "
-                    "and a PNG plot. Resumable: rerun the same command to continue an interrupted run.",
-        epilog="examples:\n"
-               "  python scripts/evaluate.py --preset quick --threads 1\n"
-               "  python scripts/evaluate.py --preset full --threads 1\n"
-               "  python scripts/evaluate.py --tasks passkey,vt --lengths 1K,32K --samples 3 --out results/mine\n"
-               "  python scripts/evaluate.py --ruler ../RULER --lengths 4K --samples 8\n"
-               "  python scripts/evaluate.py --documents --lengths 4K --threads 1\n"
-               "  python scripts/evaluate.py --preset full --report-only",
-    )
+    p = cli.Parser("python scripts/evaluate.py", __doc__)
     w = p.add_argument_group("what to run")
     w.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                    help="task grid: quick (" + PRESETS["quick"].note + "), full (" + PRESETS["full"].note

@@ -38,8 +38,7 @@ def default_setting() -> dict:
 
 
 def main() -> None:
-    p = cli.Parser("python scripts/tune_defaults.py", "Choose ILRe's recall defaults by measurement on held-out "
-                   "tasks: each task is encoded once, then every recall setting of the grid answers from it.")
+    p = cli.Parser("python scripts/tune_defaults.py", __doc__)
     p.add_argument("--lengths", type=cli.lengths(minimum=64), default=(4000, 16000),
                    help="context lengths in tokens, e.g. 4000,16K; default: 4000,16000")
     p.add_argument("--samples", type=cli.at_least(1), default=2, help="samples per task and length; default: 2")

@@ -73,25 +73,20 @@ def markdown(rows: list[dict], systems: list[System], meta: dict[str, Any]) -> s
     facts = [f"{k}: {v}" for k, v in meta.items() if k not in ("title", "command")]
     if facts:
         out += ["; ".join(facts) + ".", ""]
-    out += ["## Accuracy (%)", "",
-            "All expected strings found in the answer (case-insensitive), mean over the tasks run at "
-            "each length; n = tasks per length.", ""]
-    out += summary(accuracy, "{:.0f}") + [""]
-    out += ["## Score (%, RULER's metric)", "",
-            "Share of the expected strings found in the answer, averaged over the tasks (RULER's "
-            "string_match_all; equal to accuracy where a task expects one string).", ""]
-    out += summary(ruler_score, "{:.1f}") + [""]
-    out += ["## Answers in what the system read (%)", "",
-            "Share of the expected strings present in the context tokens the system kept: "
-            "a miss here is a retrieval miss, a miss above but not here is a reading miss.", ""]
-    out += summary(kept, "{:.0f}") + [""]
-    out += ["## Time to answer (s, mean per task)", "",
-            "Wall clock from the context text to the answer, shared stages charged in full.", ""]
-    out += summary(seconds, "{:.1f}") + [""]
-    out += ["## Peak memory (MiB, max over tasks)", "",
-            "Resident memory above what the process held before the system started (the loaded model "
-            "is not counted), sampled every 5 ms.", ""]
-    out += summary(memory, "{:.0f}") + [""]
+    sections = (
+        ("Accuracy (%)", accuracy, "{:.0f}", "All expected strings found in the answer (case-insensitive), mean over "
+         "the tasks run at each length; n = tasks per length."),
+        ("Score (%, RULER's metric)", ruler_score, "{:.1f}", "Share of the expected strings found in the answer, "
+         "averaged over the tasks (RULER's string_match_all; equal to accuracy where a task expects one string)."),
+        ("Answers in what the system read (%)", kept, "{:.0f}", "Share of the expected strings present in the "
+         "context tokens the system kept: a miss here is a retrieval miss, a miss above but not here is a reading miss."),
+        ("Time to answer (s, mean per task)", seconds, "{:.1f}",
+         "Wall clock from the context text to the answer, shared stages charged in full."),
+        ("Peak memory (MiB, max over tasks)", memory, "{:.0f}", "Resident memory above what the process held before "
+         "the system started (the loaded model is not counted), sampled every 5 ms."),
+    )
+    for title, value, fmt, explanation in sections:
+        out += [f"## {title}", "", explanation, ""] + summary(value, fmt) + [""]
 
     by_task = _group(rows, "system", "task", "length")
     pairs = sorted({(r["task"], r["length"]) for r in rows}, key=lambda p: (p[1], p[0]))

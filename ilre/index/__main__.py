@@ -1,7 +1,10 @@
-"""Command line: read a long context once and save what answering needs, or describe an index.
+"""Read a long text once, up to the retrieval layer, and save what answering needs (the keys of that
+layer, the lower layers' windows, the tokens and the text) in one index file; python -m ilre.answer
+--index FILE then answers any question about the text in seconds.
 
     python -m ilre.index --context book.txt --out book.ilre
     python -m ilre.index --info book.ilre
+    python -m ilre.answer --index book.ilre --query "Who inherits the lighthouse?"
 """
 
 from __future__ import annotations
@@ -17,16 +20,7 @@ from .format import SUFFIX, describe
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.Parser(
-        prog="python -m ilre.index",
-        description="Read a long text once, up to the retrieval layer, and save what answering needs (the keys "
-                    "of that layer, the lower layers' windows, the tokens and the text) in one index file. "
-                    "python -m ilre.answer --index FILE then answers any question about the text in seconds.",
-        epilog="examples:\n"
-               "  python -m ilre.index --context book.txt --out book.ilre\n"
-               "  python -m ilre.index --info book.ilre\n"
-               "  python -m ilre.answer --index book.ilre --query 'Who inherits the lighthouse?'",
-    )
+    p = cli.Parser("python -m ilre.index", __doc__)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--context", type=Path, help="UTF-8 text file to index")
     what.add_argument("--info", type=Path, metavar="INDEX",
