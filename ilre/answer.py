@@ -11,16 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import types
 from dataclasses import replace
 from pathlib import Path
 
 from . import cli
 
-RECALL = ("layer", "budget", "recall_unit", "query_tokens", "max_unit_tokens", "unit_cut", "kernels", "shares",
-          "pooling", "positions", "distance")
-"""The ILReConfig fields offered as options of the retrieval group (every command offers the same)."""
-PREFILL = ("sink", "window", "chunk_size", "prefill_precision")
-"""... of the streaming-prefill group."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "stage times) instead of streaming the answer; one line per question with --queries")
     cli.add_output_options(io)
     cli.add_model_options(p.add_argument_group("model and device"))
-    cli.add_config_options(p.add_argument_group("retrieval"), *RECALL)
-    cli.add_config_options(p.add_argument_group("streaming prefill"), *PREFILL)
+    cli.add_config_options(p.add_argument_group("retrieval"), "layer", *cli.RECALL)
+    cli.add_config_options(p.add_argument_group("streaming prefill"), *cli.PREFILL)
     cli.add_config_options(p.add_argument_group("answer"), "max_new_tokens")
     return p
 
@@ -147,5 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     return cli.run(lambda: answer(args, cli.given(parser, argv)))
 
 
+class _CallableModule(types.ModuleType):
+    """Importing this module makes it the package's ``answer`` attribute, in place of the function
+    ``ilre.answer``; calling the module calls that function, so both spellings keep working."""
+
+    def __call__(self, *args, **kwargs):
+        from .api import answer as answer_function
+
+        return answer_function(*args, **kwargs)
+
+
 if __name__ == "__main__":
     sys.exit(main())
+sys.modules[__name__].__class__ = _CallableModule

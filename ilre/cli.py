@@ -26,6 +26,11 @@ from .config import CHOICES, MINIMUMS, ILReConfig
 log = logging.getLogger(__name__)
 
 K, M = 1024, 1024 * 1024
+RECALL = ("budget", "recall_unit", "query_tokens", "max_unit_tokens", "unit_cut", "kernels", "shares", "pooling",
+          "positions", "distance")
+"""The ILReConfig fields that shape recall: the retrieval options of every command that recalls."""
+PREFILL = ("sink", "window", "chunk_size", "prefill_precision", "key_dtype")
+"""The ILReConfig fields of the streaming prefill (with ``layer``, what a saved index is made with)."""
 _LENGTH = re.compile(r"^(\d+(?:\.\d+)?)([km]?)$")
 
 

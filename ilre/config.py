@@ -10,19 +10,22 @@ RECALL_UNITS = ("sentence", "token")
 """Values of ``ILReConfig.recall_unit``."""
 QUERY_TOKENS = ("question", "suffix")
 """Values of ``ILReConfig.query_tokens``."""
+KEY_DTYPES = ("float16", "bfloat16", "float32")
+"""Values of ``ILReConfig.key_dtype``."""
 POOLINGS = ("max", "avg")
 """Values of ``ILReConfig.pooling``."""
 POSITION_SCHEMES = ("relative", "absolute")
 """Values of ``ILReConfig.positions`` (ilre/scorer.py says what each means)."""
 
 CHOICES = {"recall_unit": RECALL_UNITS, "query_tokens": QUERY_TOKENS, "pooling": POOLINGS,
-           "positions": POSITION_SCHEMES, "prefill_precision": PREFILL_PRECISIONS}
+           "positions": POSITION_SCHEMES, "prefill_precision": PREFILL_PRECISIONS,
+           "key_dtype": KEY_DTYPES}
 """The fields that take one of a few names, and those names."""
 MINIMUMS = {"layer": 0, "budget": 1, "max_unit_tokens": 1, "sink": 0, "window": 0, "chunk_size": 1,
             "distance": 0, "score_block": 1, "max_new_tokens": 1}
 """The smallest value of each integer field (None, where a field allows it, is always allowed)."""
 
-ENCODING = ("layer", "sink", "window", "chunk_size", "prefill_precision", "instruction")
+ENCODING = ("layer", "sink", "window", "chunk_size", "prefill_precision", "key_dtype", "instruction")
 """The fields that shape an encoding (and a saved index); the others shape only recall and the answer."""
 
 DEFAULT_INSTRUCTION = (
@@ -69,6 +72,10 @@ class ILReConfig:
     """Linear maps of the prefill and query pass to l_R: 'model' (the model's own weights, exact),
     'int8' (dynamic int8 copies, CPU only, ~3x faster), 'auto' (int8 on CPU with float32 weights,
     else 'model'). The answer always runs in the model's own precision."""
+    key_dtype: str = "float16"
+    """Precision in which the keys of l_R are kept for the whole context (in memory and in a saved
+    index); they are scored in float32. float16 halves their memory with the same recall
+    (docs/parameters.md)."""
     positions: str = "relative"
     """Query-key positions when scoring: 'relative' (one short fixed distance) or 'absolute' (the
     original ones)."""

@@ -212,7 +212,8 @@ class ILRe:
             if len(self._shared.get("layers", ())) <= c.layer:
                 self._shared["layers"] = quantize.int8_layers(self.decoder.layers, c.layer)
             layers = self._shared["layers"]
-        return StreamingPrefiller(self.model, c.layer, c.sink, c.window, c.chunk_for(precision), progress, layers)
+        return StreamingPrefiller(self.model, c.layer, c.sink, c.window, c.chunk_for(precision), progress, layers,
+                                  getattr(torch, c.key_dtype))
 
     def _sync(self) -> None:
         if self.backend is not None:

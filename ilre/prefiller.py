@@ -83,6 +83,8 @@ class StreamingPrefiller:
     progress: bool = False
     layers: Sequence[torch.nn.Module] | None = None
     """Stand-ins for the model's layers 0..layer (e.g. ilre.quantize.int8_layers); None: its own."""
+    key_dtype: torch.dtype | None = None
+    """Precision of the kept keys (ILReConfig.key_dtype); None: the model's own."""
 
     def __post_init__(self) -> None:
         self.decoder = arch.decoder_of(self.model)
@@ -130,7 +132,7 @@ class StreamingPrefiller:
         dec = self.decoder
         empty = self._param.new_empty(dec.num_kv_heads, 0, dec.head_dim)
         allocate = lambda layer: KeyCache.allocate(dec.num_kv_heads, ids.numel(), dec.head_dim, layer,  # noqa: E731
-                                                   self._param.dtype, self._param.device)
+                                                   self.key_dtype or self._param.dtype, self._param.device)
         state = StreamState(
             windows=[LayerWindow(empty, empty) for _ in range(self.layer)],
             key_cache=allocate(self.layer),

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ilre import cli
-from ilre.answer import PREFILL
 from ilre.config import ILReConfig
 
 from .needles import HAYSTACKS, NeedleSpec, plan
@@ -29,8 +28,6 @@ if TYPE_CHECKING:  # torch and transformers load only when a probe runs, so --he
     from .measure import LayerProbe, SampleResult
 
 log = logging.getLogger("layer_probe")
-RECALL = ("budget", "recall_unit", "kernels", "pooling", "max_unit_tokens", "positions", "distance")
-"""The pipeline settings the probe measures under (the layer is what it chooses)."""
 
 
 def parse_layers(text: str) -> tuple[int, ...] | None:
@@ -82,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "shallowest layer within POINTS percentage points of the best (faster prefill); default: best")
 
     cli.add_config_options(p.add_argument_group("the pipeline's settings, measured under (its defaults)"),
-                           *RECALL, *PREFILL)
+                           *cli.RECALL, *cli.PREFILL)
     cli.add_model_options(p.add_argument_group("model and device"))
     return p
 

@@ -44,8 +44,8 @@ from ilre.bench import measure, report
 from ilre.bench.measure import brief, progress
 
 DEFAULT_LENGTHS = (4 * cli.K, 8 * cli.K, 16 * cli.K, 32 * cli.K, 64 * cli.K, 128 * cli.K)
-CONFIG = ("layer", "chunk_size", "window", "sink", "prefill_precision")
-"""The ILReConfig fields the command line sets."""
+CONFIG = ("layer", *cli.PREFILL)
+"""The ILReConfig fields the command line sets: the retrieval layer and the streaming prefill's."""
 
 
 def build_parser() -> argparse.ArgumentParser:

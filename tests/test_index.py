@@ -161,3 +161,15 @@ def test_index_then_answer_from_the_command_line(tiny_model_dir, tmp_path, capsy
     (tmp_path / "bad.txt").write_text('{"question": "no query field"}\n')
     assert "needs a 'query' field" in one_line_error(capsys, answer, ["--context", str(book), "--queries",
                                                                       str(tmp_path / "bad.txt"), *common])
+
+
+def test_the_python_api_encodes_saves_loads_and_answers(tiny_model_dir, tmp_path):
+    import ilre as api
+
+    settings = dict(layer=2, budget=48, window=32, max_new_tokens=5)
+    enc = api.encode(TEXT, model=tiny_model_dir, device="cpu", **settings)
+    path = enc.save(tmp_path / "book.ilre")
+    loaded = api.load_index(path, device="cpu", budget=48, max_new_tokens=5)  # the model recorded in the index
+    assert loaded.pipeline.config.window == 32 and loaded.pipeline.config.layer == 2
+    assert api.answer(loaded, QUESTION).answer_tokens == api.answer(enc, QUESTION).answer_tokens \
+        == api.answer(TEXT, QUESTION, model=tiny_model_dir, device="cpu", **settings).answer_tokens

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .. import cli
-from ..answer import PREFILL, read_text
+from ..answer import read_text
 from .format import SUFFIX, describe
 
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_output_options(p)
     cli.add_model_options(p.add_argument_group("model and device"))
     cli.add_config_options(p.add_argument_group("encoding (answers from the index use the same)"),
-                           "layer", *PREFILL)
+                           "layer", *cli.PREFILL)
     return p
 
 
