@@ -191,3 +191,18 @@ def test_goals_for_the_default_and_the_exact_prefill():
     assert g["prefill_share"]["value"] == 0.4 and not g["prefill_share"]["holds"]
     exact_table = report.table(doc, "ilre_exact")
     assert "| 32K |" in exact_table and "| 8.6 |" in exact_table and "| 10.0 |" not in exact_table
+
+
+def test_index_benchmark_runs_every_system_side_by_side(tiny_model_dir, tmp_path):
+    """scripts/bench_index.py on a tiny model: every figure is there, the index answers as the text does."""
+    out = tmp_path / "bi"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_index.py"), "--lengths", "1K", "--full-limit",
+                          "1K", "--model", str(tiny_model_dir), "--threads", "1", "--out", str(out)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads((out / "bench_index.json").read_text())
+    (row,) = doc["rows"]
+    assert row["same_answer"] and row["tokens"] > 1000 and row["index_bytes"] == (out / "context-1K.ilre").stat().st_size
+    for key in ("encode_s", "save_s", "load_s", "question_s", "ilre_text_s", "bm25_s", "full_s"):
+        assert row[key] > 0, key
+    assert "question from index" in run.stdout and "gb_per_million_tokens" in doc["goals"]
