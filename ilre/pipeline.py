@@ -213,7 +213,7 @@ class ILRe:
                 self._shared["layers"] = quantize.int8_layers(self.decoder.layers, c.layer)
             layers = self._shared["layers"]
         return StreamingPrefiller(self.model, c.layer, c.sink, c.window, c.chunk_for(precision), progress, layers,
-                                  getattr(torch, c.key_dtype))
+                                  getattr(torch, c.key_dtype), self.decoder)
 
     def _sync(self) -> None:
         if self.backend is not None:

@@ -85,9 +85,11 @@ class StreamingPrefiller:
     """Stand-ins for the model's layers 0..layer (e.g. ilre.quantize.int8_layers); None: its own."""
     key_dtype: torch.dtype | None = None
     """Precision of the kept keys (ILReConfig.key_dtype); None: the model's own."""
+    decoder: arch.Decoder | None = None
+    """The model's parts (``arch.decoder_of(model)``), when the caller has them already."""
 
     def __post_init__(self) -> None:
-        self.decoder = arch.decoder_of(self.model)
+        self.decoder = self.decoder or arch.decoder_of(self.model)
         self.decoder.check_layer(self.layer)
         if self.layers is not None:
             if len(self.layers) <= self.layer:

@@ -45,3 +45,13 @@ def test_passkey_at_16k_tokens_through_the_cli(ilre, tmp_path, capsys, depth):
     recalled = " ".join(span["text"] for span in record["spans"])
     assert task.answers[0] in recalled, "the needle was not recalled"
     assert task.answers[0] in record["answer"]
+
+
+def test_a_saved_index_answers_as_the_text_does_at_16k(ilre, tmp_path):
+    task = passkey(tokenizer_len_for(ilre.tokenizer), 16_500, seed=4242, depth=0.4)
+    encoded = ilre.encode(task.context)
+    loaded = ilre.load_index(encoded.save(tmp_path / "haystack.ilre"))
+    from_text = ilre.answer(task.context, task.question, task.answer_prefix)
+    from_index = ilre.answer(loaded, task.question, task.answer_prefix)
+    assert from_index.answer_tokens == from_text.answer_tokens and task.answers[0] in from_index.answer
+    assert [(s.start, s.end) for s in from_index.spans] == [(s.start, s.end) for s in from_text.spans]
