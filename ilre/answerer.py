@@ -62,3 +62,42 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, st
                          stopping_criteria=StoppingCriteriaList([_StopOnRepeat(ids.shape[1])]))
     new = torch.tensor(cut_repeat(out[0, ids.shape[1]:].tolist()), dtype=torch.long)
     return tokenizer.decode(new, skip_special_tokens=True).strip(), new
+
+
+class Cancelled(Exception):
+    """Raised inside decoding when the one waiting for the answer has gone."""
+
+
+class AnswerStream:
+    """A ``generate`` streamer that hands out the answer's text exactly as the final answer reads.
+
+    The last ``REPEAT_NGRAM`` tokens are held back until decoding stops (they may be the repeat
+    that is cut off), and text is released only up to its last complete character, without the
+    trailing space the final answer strips. ``cancelled`` (a threading.Event) stops decoding.
+    """
+
+    def __init__(self, tokenizer, on_text, cancelled=None):
+        self.tokenizer, self.on_text, self.cancelled = tokenizer, on_text, cancelled
+        self.ids: list[int] = []
+        self.sent = ""
+        self._prompt = True
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise Cancelled
+        if self._prompt:  # generate hands the prompt over first
+            self._prompt = False
+            return
+        self.ids += value.reshape(-1).tolist()
+        self._release(self.ids[:-REPEAT_NGRAM] if len(self.ids) > REPEAT_NGRAM else [])
+
+    def end(self) -> None:
+        self._release(cut_repeat(self.ids), final=True)
+
+    def _release(self, ids: list[int], final: bool = False) -> None:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        if not final:
+            text = text.rstrip("\ufffd").rstrip()
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            self.on_text(text[len(self.sent):])
+            self.sent = text

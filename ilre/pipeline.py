@@ -8,7 +8,7 @@ import time
 import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -203,7 +203,7 @@ class ILRe:
         """'int8' or 'model': what this configuration's prefill computes on this model and device."""
         return quantize.resolve(self.config.prefill_precision, self.decoder.embed.weight)
 
-    def prefiller(self, progress: bool = False) -> StreamingPrefiller:
+    def prefiller(self, progress: bool | Callable[[int, int], None] = False) -> StreamingPrefiller:
         """The streaming prefiller of this configuration (int8 layer copies made once, on first use)."""
         c = self.config
         layers = None
@@ -219,7 +219,7 @@ class ILRe:
         if self.backend is not None:
             self.backend.synchronize()
 
-    def encode(self, context: str, progress: bool = False) -> EncodedContext:
+    def encode(self, context: str, progress: bool | Callable[[int, int], None] = False) -> EncodedContext:
         """Tokenise the context and stream it to the retrieval layer (the O(L) part).
 
         A budget covering the context reads it whole, so there is nothing to recall and nothing
@@ -235,7 +235,7 @@ class ILRe:
             self._prefill(encoded, progress)
         return encoded
 
-    def _prefill(self, encoded: EncodedContext, progress: bool = False) -> StreamState:
+    def _prefill(self, encoded: EncodedContext, progress: bool | Callable[[int, int], None] = False) -> StreamState:
         encoded.settings = self.encoding
         t0 = time.perf_counter()
         encoded.state = self.prefiller(progress).prefill(torch.cat((encoded.prefix_ids, encoded.tokens.ids)))

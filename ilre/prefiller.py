@@ -18,7 +18,7 @@ causally: each token sees between ``window`` and ``window + chunk_size`` recent 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -80,7 +80,8 @@ class StreamingPrefiller:
     sink: int = 4
     window: int = 1024
     chunk_size: int = 512
-    progress: bool = False
+    progress: bool | Callable[[int, int], None] = False
+    """True: a progress bar; a function: called with (tokens streamed, tokens in all) after each chunk."""
     layers: Sequence[torch.nn.Module] | None = None
     """Stand-ins for the model's layers 0..layer (e.g. ilre.quantize.int8_layers); None: its own."""
     key_dtype: torch.dtype | None = None
@@ -141,7 +142,7 @@ class StreamingPrefiller:
             captured={i: allocate(i) for i in sorted(set(capture)) if i < self.layer},
         )
         bar = tqdm(total=ids.numel(), unit="tok", desc=f"prefill to layer {self.layer}",
-                   disable=not self.progress, leave=False, dynamic_ncols=True)
+                   disable=self.progress is not True, leave=False, dynamic_ncols=True)
         for start in range(0, ids.numel(), self.chunk_size):
             chunk = ids[start:start + self.chunk_size]
             hidden = self._lower_layers(chunk, state.windows, update=True, keys_out=state.captured)
@@ -149,6 +150,8 @@ class StreamingPrefiller:
             state.key_cache.append(arch.project_keys(top, arch.input_norm(top, hidden), dec.head_dim))
             state.seen += chunk.numel()
             bar.update(chunk.numel())
+            if callable(self.progress):
+                self.progress(state.seen, ids.numel())
         bar.close()
         return state
 

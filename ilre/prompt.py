@@ -83,9 +83,22 @@ class PromptTemplate:
     tokenizer: object
     instruction: str = ""
 
-    def _render(self, question: str, answer_prefix: str) -> tuple[str, str]:
+    def chat_ids(self, text: str) -> torch.Tensor:
+        """The prompt of a plain chat turn ``text``, no instruction, no context."""
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                      add_generation_prompt=True)
+        else:
+            text = f"{self.tokenizer.bos_token or ''}{text}\n"
+        return self.encode_text(text)
+
+    def user_text(self, context: str, question: str) -> str:
+        """The user turn: instruction, context, question (what another engine is sent as text)."""
         head = f"{self.instruction}\n\n" if self.instruction else ""
-        user = f"{head}{_MARK}\n\n{question}"
+        return f"{head}{context}\n\n{question}"
+
+    def _render(self, question: str, answer_prefix: str) -> tuple[str, str]:
+        user = self.user_text(_MARK, question)
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)

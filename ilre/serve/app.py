@@ -1,0 +1,298 @@
+"""The HTTP API: OpenAI's chat completions, plus contexts that are encoded once and remembered.
+
+    POST   /v1/chat/completions   the last user message is the question, the messages before it the
+                                  context (or "context_id" names one); streamed or whole
+    POST   /v1/contexts           {"text": ...} -> {"id": ...}, encoded in the background
+    GET    /v1/contexts/{id}      status and progress
+    DELETE /v1/contexts/{id}
+    GET    /v1/models, GET /health
+
+Responses carry OpenAI's fields; ``usage.prompt_tokens`` counts the tokens the answer read, and
+an ``ilre`` object gives the recalled spans, the layer, the context's tokens, whether its
+encoding came from the cache, and the stage timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from ..answerer import AnswerStream, Cancelled, generate
+from .cache import EncodingCache
+from .upstream import Upstream, UpstreamError
+
+log = logging.getLogger(__name__)
+MODEL_ID = "ilre"
+
+
+class TextPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    model: str = MODEL_ID
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = None
+    """Accepted and ignored: answers are greedy."""
+    stream_options: dict[str, Any] | None = None
+    context_id: str | None = None
+    """ILRe's extension: a context posted to /v1/contexts, in place of the messages before the question."""
+
+
+class ContextRequest(BaseModel):
+    text: str = Field(min_length=1)
+
+
+@dataclass
+class Service:
+    """What the API needs: the pipeline, its cache of encodings, and where answers are made."""
+
+    pipeline: Any
+    cache: EncodingCache
+    upstream: Upstream | None = None
+    api_key: str | None = None
+    max_body_bytes: int = 64 * 2**20
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def create_app(service: Service) -> FastAPI:
+    app = FastAPI(title="ILRe", version=__import__("ilre").__version__)
+    ilre = service.pipeline
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(400, f"malformed request: {where or 'body'}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail), "upstream_error" if exc.status_code == 502 else
+                      "authentication_error" if exc.status_code == 401 else "invalid_request_error")
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        """A body over the limit gets 413 before it is read; /v1 wants the API key when one is set."""
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > service.max_body_bytes:
+            return _error(413, f"request body of {int(size)} bytes is over the limit of {service.max_body_bytes}")
+        if service.api_key and request.url.path.startswith("/v1"):
+            if request.headers.get("authorization", "") != f"Bearer {service.api_key}":
+                return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                              "authentication_error")
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        entries = list(service.cache.entries.values())
+        return {"status": "ok", "model": ilre.name, "contexts": len(entries),
+                "encoding": sum(e.status == "encoding" for e in entries)}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "ilre",
+                                            "root": ilre.name}]}
+
+    @app.post("/v1/contexts", status_code=202)
+    async def post_context(body: ContextRequest):
+        entry, _ = service.cache.submit(body.text)
+        return entry.info()
+
+    @app.get("/v1/contexts/{context_id}")
+    async def get_context(context_id: str):
+        entry = service.cache.get(context_id)
+        if entry is None:
+            raise HTTPException(404, f"no context {context_id}")
+        return entry.info()
+
+    @app.delete("/v1/contexts/{context_id}")
+    async def delete_context(context_id: str):
+        if not service.cache.delete(context_id):
+            raise HTTPException(404, f"no context {context_id}")
+        return {"id": context_id, "object": "context.deleted", "deleted": True}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest, request: Request):
+        question, context = _question_and_context(body)
+        entry, hit, encoded = None, False, None
+        if body.context_id is not None:
+            entry, hit = service.cache.get(body.context_id), True
+            if entry is None:
+                raise HTTPException(404, f"no context {body.context_id}: post it to /v1/contexts first")
+        elif context.strip():
+            entry, hit = service.cache.submit(context)
+        t0 = time.perf_counter()
+        if entry is not None:  # else a plain chat turn, without a document
+            try:
+                encoded = await asyncio.wrap_future(entry.future)
+            except Exception as exc:
+                raise HTTPException(400, f"the context could not be encoded: {str(exc).splitlines()[0][:300]}")
+        max_tokens = body.max_completion_tokens or body.max_tokens or ilre.config.max_new_tokens
+        answer = Answer(service, encoded, question, max_tokens, entry and entry.id, hit, time.perf_counter() - t0)
+        if body.stream:
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            return StreamingResponse(answer.events(request, include_usage), media_type="text/event-stream")
+        return await answer.whole()
+
+    return app
+
+
+def _question_and_context(body: ChatRequest) -> tuple[str, str]:
+    """The last user message is the question; the text of the messages before it is the context."""
+    last = max((i for i, m in enumerate(body.messages) if m.role == "user"), default=None)
+    if last is None or not body.messages[last].text().strip():
+        raise HTTPException(400, "no question: the last user message must hold it")
+    return body.messages[last].text(), "\n\n".join(m.text() for m in body.messages[:last] if m.text().strip())
+
+
+class Answer:
+    """One chat completion: recall from the encoding, then the answer, here or by the upstream engine."""
+
+    def __init__(self, service: Service, encoded, question: str, max_tokens: int, context_id: str, hit: bool,
+                 wait: float):
+        self.service, self.encoded, self.question, self.max_tokens = service, encoded, question, max_tokens
+        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.meta = {"context_id": context_id, "cache": "hit" if hit else "miss", "wait_s": round(wait, 3)}
+
+    # -- the two ways of answering --------------------------------------------------------------
+
+    def _local(self, on_text, cancelled: threading.Event | None = None):
+        """The pipeline's own answer (blocking: run in a worker thread)."""
+        ilre = self.service.pipeline.with_config(max_new_tokens=self.max_tokens)
+        streamer = AnswerStream(ilre.tokenizer, on_text, cancelled) if on_text is not None else None
+        if self.encoded is None:
+            prompt = ilre.template.chat_ids(self.question)
+            text, ids = generate(ilre.model, ilre.tokenizer, prompt, self.max_tokens, streamer)
+            return text, {"prompt_tokens": prompt.numel(), "completion_tokens": ids.numel()}
+        result = ilre.answer(self.encoded, self.question, streamer=streamer)
+        self._describe(result.spans, result.layer, result.context_tokens, result.recalled_tokens, result.timings)
+        return result.answer, {"prompt_tokens": result.prompt_tokens, "completion_tokens": len(result.answer_tokens)}
+
+    def _recalled_prompt(self) -> str:
+        """The compressed prompt for the upstream engine: instruction, recalled excerpts, question."""
+        ilre = self.service.pipeline
+        if self.encoded is None:
+            return self.question
+        positions, timings = ilre.recall(self.encoded, self.question)
+        spans = ilre._spans(self.encoded.tokens, positions)
+        self._describe(spans, ilre.config.layer, len(self.encoded.tokens), int(positions.numel()),
+                       {**self.encoded.timings, **timings})
+        return ilre.template.user_text(ilre.config.gap_marker.join(s.text for s in spans), self.question)
+
+    def _describe(self, spans, layer, context_tokens, recalled, timings) -> None:
+        self.meta.update(layer=layer, context_tokens=context_tokens, recalled_tokens=recalled,
+                         spans=[{"start": s.start, "end": s.end, "text": s.text} for s in spans],
+                         timings={k: round(v, 4) for k, v in timings.items()})
+
+    # -- the two shapes of response ----------------------------------------------------------------
+
+    def _usage(self, usage: dict) -> dict:
+        prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    async def whole(self) -> dict:
+        upstream = self.service.upstream
+        try:
+            if upstream is None:
+                text, usage = await asyncio.to_thread(self._local, None)
+            else:
+                prompt = await asyncio.to_thread(self._recalled_prompt)
+                text, usage = await upstream.complete(prompt, self.max_tokens)
+        except UpstreamError as exc:
+            raise HTTPException(502, str(exc))
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": MODEL_ID,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}],
+                "usage": self._usage(usage), "ilre": self.meta}
+
+    def _chunk(self, delta: dict, finish: str | None = None, **extra) -> str:
+        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": MODEL_ID,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+    async def events(self, request: Request, include_usage: bool):
+        """Server-sent events: the role, the text as it comes, the finish with the ilre record."""
+        yield self._chunk({"role": "assistant", "content": ""})
+        queue: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        cancelled = threading.Event()
+        usage: dict = {}
+
+        async def produce() -> None:
+            nonlocal usage
+            try:
+                if self.service.upstream is None:
+                    _, usage = await asyncio.to_thread(
+                        self._local, lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece), cancelled)
+                else:
+                    prompt = await asyncio.to_thread(self._recalled_prompt)
+                    async for piece in self.service.upstream.stream(prompt, self.max_tokens):
+                        await queue.put(piece)
+                    usage = {"prompt_tokens": self.meta.get("recalled_tokens", 0)}
+                await queue.put(None)
+            except Cancelled:
+                await queue.put(None)
+            except Exception as exc:  # reported in the stream: the status line was sent already
+                await queue.put(exc)
+
+        task = asyncio.create_task(produce())  # kept referenced until it ends
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        cancelled.set()
+                        return
+                    continue
+                if item is None:
+                    break
+                if isinstance(item, Exception):
+                    kind = "upstream_error" if isinstance(item, UpstreamError) else "server_error"
+                    yield f"data: {json.dumps({'error': {'message': str(item)[:500], 'type': kind}})}\n\n"
+                    return
+                yield self._chunk({"content": item})
+            yield self._chunk({}, "stop", ilre=self.meta)
+            if include_usage:
+                last = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": MODEL_ID,
+                        "choices": [], "usage": self._usage(usage)}
+                yield f"data: {json.dumps(last)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            cancelled.set()  # a client that went away stops the decoding; the task then ends by itself
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def api_key_from_env(name: str) -> str | None:
+    """The API key in environment variable ``name``, if set and not empty."""
+    return os.environ.get(name) or None

@@ -1,0 +1,100 @@
+"""Answering through another OpenAI-compatible engine (vLLM, vllm-ascend, TGI, a llama.cpp server).
+
+ILRe keeps what it is for, reading the long context once and choosing what the answer reads; the
+compressed prompt (instruction, recalled excerpts, question) goes to the engine's
+``/v1/chat/completions``. Connection failures and 5xx answers are retried a bounded number of
+times before anything was streamed; then the client gets an :class:`UpstreamError` (HTTP 502).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+
+class UpstreamError(RuntimeError):
+    """The answering engine failed or could not be reached; the message names it and the cause."""
+
+
+@dataclass
+class Upstream:
+    url: str
+    """Base URL of the engine's OpenAI API, e.g. http://gpu-box:8000/v1."""
+    model: str
+    """The model name the engine serves."""
+    api_key: str | None = None
+    timeout: float = 120.0
+    """Seconds to wait for the engine to start answering (connecting: 5 s)."""
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        import httpx
+
+        self.url = self.url.rstrip("/")
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self.client = httpx.AsyncClient(base_url=self.url, headers=headers,
+                                        timeout=httpx.Timeout(self.timeout, connect=5.0))
+
+    def _body(self, prompt: str, max_tokens: int, stream: bool) -> dict[str, Any]:
+        return {"model": self.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                "temperature": 0, "stream": stream}
+
+    async def _send(self, body: dict[str, Any]):
+        """The engine's response, headers read, after bounded retries of connection errors and 5xx."""
+        import httpx
+
+        cause = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+            try:
+                response = await self.client.send(self.client.build_request("POST", "/chat/completions", json=body),
+                                                  stream=True)
+            except httpx.HTTPError as exc:
+                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                continue
+            if response.status_code < 500 and response.status_code != 429:
+                if response.status_code >= 400:
+                    text = (await response.aread()).decode("utf-8", "replace")[:300]
+                    await response.aclose()
+                    raise UpstreamError(f"answering engine {self.url} refused the request "
+                                        f"(HTTP {response.status_code}): {text}")
+                return response
+            cause = f"HTTP {response.status_code}"
+            await response.aclose()
+        raise UpstreamError(f"answering engine {self.url} failed after {self.retries + 1} attempts: {cause}")
+
+    async def complete(self, prompt: str, max_tokens: int) -> tuple[str, dict[str, Any]]:
+        """(the answer, the engine's usage record)."""
+        response = await self._send(self._body(prompt, max_tokens, stream=False))
+        try:
+            data = json.loads(await response.aread())
+            return data["choices"][0]["message"]["content"] or "", data.get("usage") or {}
+        except (ValueError, KeyError, IndexError) as exc:
+            raise UpstreamError(f"answering engine {self.url} sent an answer that is not a chat completion") from exc
+        finally:
+            await response.aclose()
+
+    async def stream(self, prompt: str, max_tokens: int) -> AsyncIterator[str]:
+        """The answer's text, piece by piece as the engine streams it."""
+        import httpx
+
+        response = await self._send(self._body(prompt, max_tokens, stream=True))
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                choices = json.loads(data).get("choices") or [{}]
+                piece = (choices[0].get("delta") or {}).get("content")
+                if piece:
+                    yield piece
+        except (httpx.HTTPError, ValueError) as exc:
+            raise UpstreamError(f"answering engine {self.url} broke off its answer: {type(exc).__name__}") from exc
+        finally:
+            await response.aclose()

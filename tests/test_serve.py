@@ -1,0 +1,177 @@
+"""The service (ilre/serve): a real server on a free localhost port, called with the openai client."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest.importorskip("fastapi")
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+from ilre.serve.__main__ import build_parser, make_service  # noqa: E402
+from ilre.serve.app import create_app  # noqa: E402
+
+TEXT = " ".join(f"Line {i} says the weather was mild." for i in range(50)) + " The vault code is 4417. " + \
+    " ".join(f"Note {i}: nothing happened." for i in range(50))
+QUESTION = "What is the vault code?"
+
+
+class Running:
+    """A uvicorn server in a thread, on a free port of 127.0.0.1."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def start(model_dir, *options: str, env: dict | None = None, monkeypatch=None):
+    if env:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+    args = build_parser().parse_args(["--model", str(model_dir), "--device", "cpu", "--threads", "1", "--budget", "48",
+                                      "--max-new-tokens", "6", "--window", "32", *options])
+    service = make_service(args)
+    return Running(create_app(service)), service
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir):
+    running, service = start(tiny_model_dir)
+    yield running, service
+    running.close()
+
+
+def client(running, key: str = "-") -> "openai.OpenAI":
+    return openai.OpenAI(base_url=running.url + "/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def ask(running, text: str = TEXT, question: str = QUESTION, **kw):
+    return client(running).chat.completions.create(
+        model="ilre", messages=[{"role": "user", "content": text}, {"role": "user", "content": question}], **kw)
+
+
+def test_answers_equal_the_pipeline_streamed_or_whole(served):
+    running, service = served
+    expected = service.pipeline.answer(TEXT, QUESTION)
+    whole = ask(running)
+    assert whole.choices[0].message.content == expected.answer
+    assert whole.usage.prompt_tokens == expected.prompt_tokens
+    assert whole.usage.completion_tokens == len(expected.answer_tokens)
+    extra = whole.model_extra["ilre"]
+    assert extra["layer"] == expected.layer and extra["context_tokens"] == expected.context_tokens
+    assert [(s["start"], s["end"]) for s in extra["spans"]] == [(s.start, s.end) for s in expected.spans]
+    pieces = [c.choices[0].delta.content or "" for c in ask(running, stream=True) if c.choices]
+    assert "".join(pieces) == expected.answer
+
+
+def test_a_document_is_encoded_once(served):
+    running, service = served
+    text = TEXT.replace("4417", "9090")
+    before = service.cache.encodings
+    with ThreadPoolExecutor(2) as pool:  # two requests about one new document at once
+        first = list(pool.map(lambda _: ask(running, text), range(2)))
+    assert service.cache.encodings == before + 1
+    assert sorted(r.model_extra["ilre"]["cache"] for r in first) == ["hit", "miss"]
+    again = ask(running, text)
+    assert again.model_extra["ilre"]["cache"] == "hit" and service.cache.encodings == before + 1
+    assert again.choices[0].message.content == first[0].choices[0].message.content
+
+
+def test_contexts_are_posted_polled_used_and_deleted(served):
+    running, _ = served
+    with httpx.Client(base_url=running.url) as http:
+        posted = http.post("/v1/contexts", json={"text": TEXT + " Epilogue."})
+        assert posted.status_code == 202
+        cid = posted.json()["id"]
+        for _ in range(200):
+            status = http.get(f"/v1/contexts/{cid}").json()
+            if status["status"] == "ready":
+                break
+            time.sleep(0.05)
+        assert status["status"] == "ready" and status["progress"] == 1.0 and status["tokens"] > 0
+        reply = client(running).chat.completions.create(model="ilre", messages=[{"role": "user", "content": QUESTION}],
+                                                        extra_body={"context_id": cid})
+        assert reply.model_extra["ilre"]["context_id"] == cid and reply.model_extra["ilre"]["cache"] == "hit"
+        assert http.delete(f"/v1/contexts/{cid}").status_code == 200
+        assert http.get(f"/v1/contexts/{cid}").status_code == 404
+        assert http.get("/health").json()["status"] == "ok"
+        assert http.get("/v1/models").json()["data"][0]["id"] == "ilre"
+
+
+def test_bad_requests_get_400_and_413(tiny_model_dir):
+    running, _ = start(tiny_model_dir, "--max-body-mb", "0.01")
+    try:
+        with httpx.Client(base_url=running.url) as http:
+            bad = http.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+            assert bad.status_code == 400 and "malformed" in bad.json()["error"]["message"]
+            no_messages = http.post("/v1/chat/completions", json={"model": "ilre", "messages": []})
+            assert no_messages.status_code == 400
+            big = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 20_000}]})
+            assert big.status_code == 413
+            unknown = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "q"}],
+                                                              "context_id": "ctx-nope"})
+            assert unknown.status_code == 404
+    finally:
+        running.close()
+
+
+def test_an_api_key_is_asked_for_when_set(tiny_model_dir, monkeypatch):
+    running, _ = start(tiny_model_dir, env={"ILRE_API_KEY": "sesame"}, monkeypatch=monkeypatch)
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            ask(running)
+        reply = client(running, "sesame").chat.completions.create(
+            model="ilre", messages=[{"role": "user", "content": TEXT}, {"role": "user", "content": QUESTION}])
+        assert reply.choices[0].message.content is not None
+        with httpx.Client(base_url=running.url) as http:  # the health check stays open
+            assert http.get("/health").status_code == 200
+    finally:
+        running.close()
+
+
+def test_answers_through_another_engine(served, tiny_model_dir):
+    upstream, _ = served
+    running, service = start(tiny_model_dir, "--answer-url", upstream.url + "/v1", "--answer-model", "ilre")
+    try:
+        reply = ask(running)
+        spans = reply.model_extra["ilre"]["spans"]
+        ilre = service.pipeline
+        prompt = ilre.template.user_text(ilre.config.gap_marker.join(s["text"] for s in spans), QUESTION)
+        direct = client(upstream).chat.completions.create(model="ilre", messages=[{"role": "user", "content": prompt}])
+        assert reply.choices[0].message.content == direct.choices[0].message.content
+        streamed = "".join(c.choices[0].delta.content or "" for c in ask(running, stream=True) if c.choices)
+        assert streamed == direct.choices[0].message.content
+    finally:
+        running.close()
+
+
+def test_an_unreachable_engine_gives_502(tiny_model_dir):
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    running, _ = start(tiny_model_dir, "--answer-url", f"http://127.0.0.1:{port}/v1", "--answer-model", "m")
+    try:
+        with pytest.raises(openai.APIStatusError) as exc:
+            ask(running)
+        assert exc.value.status_code == 502 and f"127.0.0.1:{port}" in str(exc.value)
+    finally:
+        running.close()
