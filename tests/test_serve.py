@@ -175,3 +175,27 @@ def test_an_unreachable_engine_gives_502(tiny_model_dir):
         assert exc.value.status_code == 502 and f"127.0.0.1:{port}" in str(exc.value)
     finally:
         running.close()
+
+
+@pytest.mark.slow
+def test_the_embedded_model_answers_a_passkey_through_the_service():
+    from ilre.evaluation.tasks import passkey, tokenizer_len_for
+    from ilre.loading import default_model_file
+
+    try:
+        default_model_file()
+    except ValueError:
+        pytest.skip("the embedded model is not installed")
+    args = build_parser().parse_args(["--device", "cpu"])
+    service = make_service(args)
+    task = passkey(tokenizer_len_for(service.pipeline.tokenizer), 8000, seed=77, depth=0.3)
+    running = Running(create_app(service))
+    try:
+        first = ask(running, task.context, task.question)
+        second = ask(running, task.context, "What is the pass key? Answer with the number.")
+        assert task.answers[0] in first.choices[0].message.content
+        assert first.model_extra["ilre"]["cache"] == "miss" and second.model_extra["ilre"]["cache"] == "hit"
+        assert second.model_extra["ilre"]["timings"].get("prefill", 0) == first.model_extra["ilre"]["timings"]["prefill"]
+        assert first.usage.prompt_tokens < 400 < first.model_extra["ilre"]["context_tokens"]
+    finally:
+        running.close()

@@ -21,7 +21,8 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
@@ -78,6 +79,12 @@ class Service:
     upstream: Upstream | None = None
     api_key: str | None = None
     max_body_bytes: int = 64 * 2**20
+    workers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="ilre-answer"))
+    """Where recall and answers run: one at a time, so each uses every core (the encoder has its own
+    thread, so a long encoding does not hold up questions about cached documents)."""
+
+    async def run(self, work, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.workers, work, *args)
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -224,9 +231,9 @@ class Answer:
         upstream = self.service.upstream
         try:
             if upstream is None:
-                text, usage = await asyncio.to_thread(self._local, None)
+                text, usage = await self.service.run(self._local, None)
             else:
-                prompt = await asyncio.to_thread(self._recalled_prompt)
+                prompt = await self.service.run(self._recalled_prompt)
                 text, usage = await upstream.complete(prompt, self.max_tokens)
         except UpstreamError as exc:
             raise HTTPException(502, str(exc))
@@ -252,10 +259,10 @@ class Answer:
             nonlocal usage
             try:
                 if self.service.upstream is None:
-                    _, usage = await asyncio.to_thread(
+                    _, usage = await self.service.run(
                         self._local, lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece), cancelled)
                 else:
-                    prompt = await asyncio.to_thread(self._recalled_prompt)
+                    prompt = await self.service.run(self._recalled_prompt)
                     async for piece in self.service.upstream.stream(prompt, self.max_tokens):
                         await queue.put(piece)
                     usage = {"prompt_tokens": self.meta.get("recalled_tokens", 0)}
