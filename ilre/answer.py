@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python -m ilre.answer", __doc__)
     io = p.add_argument_group("input and output")
     source = io.add_mutually_exclusive_group(required=True)
-    source.add_argument("--context", type=Path, help="UTF-8 text file to ask about")
+    source.add_argument("--context", type=Path, help="UTF-8 text file to ask about; '-' reads standard input")
     source.add_argument("--index", type=Path,
                         help="an index made by python -m ilre.index: answers without reading the context again; "
                              "its encoding settings are used, and options that contradict them are refused")
@@ -46,16 +46,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_TEXT_BYTES = 256 * 2**20
+"""The largest text read (about 60M tokens, far beyond any context that runs): a guard against a
+device or a pipe that never ends, such as /dev/zero."""
+
+
 def read_text(path: Path, what: str = "context file") -> str:
-    """The file's text, or a ValueError whose message says what is wrong and what to do."""
-    if not path.exists():
-        raise ValueError(f"{what} {path} does not exist")
-    if path.is_dir():
-        raise ValueError(f"{what} {path} is a directory: pass a text file")
+    """The file's text ('-': standard input), or a ValueError saying what is wrong and what to do."""
     try:
-        data = path.read_bytes()
+        if str(path) == "-":
+            data = sys.stdin.buffer.read(MAX_TEXT_BYTES + 1)
+        else:
+            if not path.exists():
+                raise ValueError(f"{what} {path} does not exist")
+            if path.is_dir():
+                raise ValueError(f"{what} {path} is a directory: pass a text file")
+            with open(path, "rb") as f:
+                data = f.read(MAX_TEXT_BYTES + 1)
     except OSError as exc:
         raise ValueError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if len(data) > MAX_TEXT_BYTES:
+        raise ValueError(f"{what} {path} is larger than {MAX_TEXT_BYTES // 2**20} MiB (a device, or a pipe that "
+                         "does not end?): pass a text file, or split it")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -63,6 +75,8 @@ def read_text(path: Path, what: str = "context file") -> str:
                          f"e.g. iconv -f latin1 -t utf-8") from exc
     if not text.strip():
         raise ValueError(f"{what} {path} is empty")
+    if "\x00" in text:
+        raise ValueError(f"{what} {path} is binary (it holds NUL bytes): pass a text file")
     return text
 
 

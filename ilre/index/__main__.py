@@ -22,7 +22,7 @@ from .format import SUFFIX, describe
 def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python -m ilre.index", __doc__)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--context", type=Path, help="UTF-8 text file to index")
+    what.add_argument("--context", type=Path, help="UTF-8 text file to index; '-' reads standard input")
     what.add_argument("--info", type=Path, metavar="INDEX",
                       help="print what an index holds (model, settings, tokens, size, creation, format) and stop")
     p.add_argument("--out", type=Path, default=None,
@@ -40,6 +40,8 @@ def index(args: argparse.Namespace) -> int:
         return 0
     from ..pipeline import ILRe
 
+    if args.out is None and str(args.context) == "-":
+        raise ValueError("reading standard input: name the index file with --out")
     out = args.out or args.context.with_suffix(SUFFIX)
     if out.resolve() == args.context.resolve():
         raise ValueError(f"--out {out} would overwrite the context: choose another name")
