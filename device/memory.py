@@ -26,6 +26,36 @@ def peak_rss_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)  # KiB on Linux
 
 
+LIMIT_VAR = "ILRE_MEMORY_LIMIT"
+"""Environment variable capping the memory ILRe plans to use, in bytes or with K, M or G (e.g. 4G)."""
+
+
+def available_bytes(device: str = "cpu") -> int:
+    """Memory free for new tensors: the host's available memory, or the device's free memory on an
+    accelerator; never more than ``$ILRE_MEMORY_LIMIT`` when that is set."""
+    import os
+
+    free = None
+    if device != "cpu":
+        import torch
+
+        accel = getattr(torch, device.split(":")[0], None)
+        if accel is not None and hasattr(accel, "mem_get_info"):
+            free = int(accel.mem_get_info(torch.device(device))[0])
+    if free is None:
+        import psutil
+
+        free = int(psutil.virtual_memory().available)
+    limit = os.environ.get(LIMIT_VAR, "").strip().upper()
+    if limit:
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(limit[-1], 1)
+        try:
+            free = min(free, int(float(limit.rstrip("KMG")) * scale))
+        except ValueError:
+            raise ValueError(f"${LIMIT_VAR}={limit!r} is not a size: use bytes or e.g. 512M, 4G") from None
+    return free
+
+
 def _trim_heap() -> None:
     """Give freed heap pages back to the OS, so the next baseline RSS is not inflated."""
     try:

@@ -238,11 +238,12 @@ def setup_logging(verbose: bool = False) -> None:
 
 def run(command: Callable[[], int | None], interrupted: str = "interrupted") -> int:
     """Run a command's body: its exit status; a bad input (ValueError, which every error of the
-    project's own is) becomes one line on stderr and status 2, a failed read or write status 1,
+    project's own is, or a context too large for the memory) becomes one line on stderr and
+    status 2, a failed read or write status 1,
     Ctrl-C the ``interrupted`` line and status 130."""
     try:
         return command() or 0
-    except ValueError as exc:
+    except (ValueError, MemoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -231,9 +231,48 @@ class ILRe:
             raise ValueError("the context is empty: it has no tokens")
         encoded = EncodedContext(tokens, self.template.prefix_ids(), None, {"tokenize": time.perf_counter() - t0},
                                  self, self.encoding)
+        self.check_memory(len(tokens))
         if whole_context(len(tokens), self.config.budget) is None:
             self._prefill(encoded, progress)
         return encoded
+
+    def memory_needed(self, n_tokens: int) -> dict[str, int]:
+        """Bytes a context of ``n_tokens`` tokens adds to the loaded model, by what holds them."""
+        c, dec = self.config, self.decoder
+        key_bytes = torch.empty(0, dtype=getattr(torch, c.key_dtype)).element_size()
+        act = dec.embed.weight.element_size()
+        n = n_tokens + self.template.prefix_ids().numel()
+        query_rows = dec.num_heads * 64  # heads x a generous question length
+        chunk = c.chunk_for(self.prefill_precision)
+        hidden = dec.embed.weight.shape[1]
+        return {
+            "keys of l_R": dec.num_kv_heads * n * dec.head_dim * key_bytes,
+            "token ids and offsets": n_tokens * 24,
+            "windows": 2 * c.layer * dec.num_kv_heads * (c.sink + c.window + chunk) * dec.head_dim * act,
+            "prefill activations": 12 * chunk * max(hidden, dec.num_heads * dec.head_dim) * act
+                                   + dec.num_heads * chunk * (c.sink + c.window + chunk) * 4,
+            "scoring": query_rows * min(c.score_block, n) * 4 + query_rows * (n // 8 + 1) * 4,
+            "answer": 4 * c.budget * hidden * dec.num_layers * act,
+        }
+
+    def check_memory(self, n_tokens: int) -> None:
+        """Refuse, before the long pass, a context that would not fit in the memory available."""
+        from device.memory import available_bytes
+
+        need = self.memory_needed(n_tokens)
+        total, free = sum(need.values()), available_bytes(str(self.decoder.embed.weight.device))
+        if total <= free:
+            return
+        gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
+        parts = ", ".join(f"{k} {gib(v)}" for k, v in need.items() if v > total / 20)
+        hint = "a shorter context (split the document)"
+        if self.config.key_dtype == "float32":
+            half = total - need["keys of l_R"] // 2
+            if half <= free:
+                hint = f"--key-dtype float16 (about {gib(half)})"
+        per_token = total / max(n_tokens, 1)
+        raise MemoryError(f"this context of {n_tokens} tokens needs about {gib(total)} beyond the model ({parts}), "
+                          f"and {gib(free)} is available: use {hint}; about {int(free / per_token)} tokens fit")
 
     def _prefill(self, encoded: EncodedContext, progress: bool | Callable[[int, int], None] = False) -> StreamState:
         encoded.settings = self.encoding

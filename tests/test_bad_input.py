@@ -83,3 +83,13 @@ def test_refused_inputs_get_one_line(capsys, tiny_model_dir, tmp_path):
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
 def test_an_endless_device_is_refused_by_size(capsys, tiny_model_dir):
     assert "larger than" in _fails(capsys, tiny_model_dir, "/dev/zero")
+
+
+def test_a_context_that_would_not_fit_is_refused_before_the_long_pass(capsys, tiny_model_dir, tmp_path, monkeypatch):
+    (tmp_path / "book.txt").write_text(TEXT * 4)
+    monkeypatch.setenv("ILRE_MEMORY_LIMIT", "1M")
+    message = _fails(capsys, tiny_model_dir, tmp_path / "book.txt", "--key-dtype", "float32")
+    assert "needs about" in message and "0.00 GiB is available" in message and "tokens fit" in message
+    monkeypatch.setenv("ILRE_MEMORY_LIMIT", "8G")
+    assert main(["--context", str(tmp_path / "book.txt"), "--query", "q", "--model", str(tiny_model_dir),
+                 "--max-new-tokens", "2", "--json"]) == 0

@@ -41,3 +41,11 @@ def test_with_config_checks_like_the_constructor(ilre):
         with pytest.raises(ValueError):
             ilre.with_config(**bad)
     assert ilre.with_config(layer=3).config.layer == 3 and ilre.config.layer == 2
+
+
+def test_the_memory_estimate_counts_the_key_cache_exactly(ilre):
+    small = ilre.with_config(budget=16)
+    encoded = small.encode(TEXT)
+    need = small.memory_needed(len(encoded.tokens))
+    assert need["keys of l_R"] == encoded.state.key_cache.nbytes
+    assert all(v >= 0 for v in need.values())
