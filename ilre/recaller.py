@@ -23,6 +23,11 @@ def whole_context(length: int, budget: int) -> torch.Tensor | None:
     return torch.arange(length) if budget >= length else None
 
 
+def _finite_order(scores: torch.Tensor) -> torch.Tensor:
+    """Scores as float32 where NaN ranks lowest (torch sorts NaN above everything otherwise)."""
+    return scores.float().reshape(-1).nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+
+
 def split_budget(budget: int, shares: tuple[float, ...]) -> list[int]:
     """Integer quotas proportional to ``shares`` that add up to exactly ``budget``."""
     total = float(sum(shares))
@@ -76,7 +81,7 @@ class PoolingRecaller:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
 
     def recall(self, scores: torch.Tensor, budget: int, unit_starts: torch.Tensor | None = None) -> torch.Tensor:
-        scores = scores.float().reshape(-1)
+        scores = _finite_order(scores)
         length = scores.numel()
         if (whole := whole_context(length, budget)) is not None:
             return whole.to(scores.device)
@@ -150,7 +155,7 @@ class UnitRecaller:
         """Sorted token positions of the best units that fit in ``budget``, given a score per unit."""
         if (whole := whole_context(units.length, budget)) is not None:
             return whole
-        unit_scores = unit_scores.float().cpu().reshape(-1)
+        unit_scores = _finite_order(unit_scores).cpu()
         order = torch.argsort(unit_scores, descending=True, stable=True).tolist()
         floor = self.cut * float(unit_scores[order[0]]) if order and self.cut else float("-inf")
         sizes = (units.ends - units.starts).tolist()

@@ -55,3 +55,17 @@ def test_a_saved_index_answers_as_the_text_does_at_16k(ilre, tmp_path):
     from_index = ilre.answer(loaded, task.question, task.answer_prefix)
     assert from_index.answer_tokens == from_text.answer_tokens and task.answers[0] in from_index.answer
     assert [(s.start, s.end) for s in from_index.spans] == [(s.start, s.end) for s in from_text.spans]
+
+
+def test_same_input_same_answer_and_spans_run_after_run(ilre, tmp_path, capsys):
+    task = passkey(tokenizer_len_for(ilre.tokenizer), 6000, seed=99, depth=0.6)
+    path = tmp_path / "haystack.txt"
+    path.write_text(task.context, encoding="utf-8")
+    records = []
+    for _ in range(2):  # two whole command-line runs, each loading the model afresh
+        assert main(["--context", str(path), "--query", task.question, "--json", "--no-progress",
+                     "--device", "cpu"]) == 0
+        records.append(json.loads(capsys.readouterr().out))
+    for r in records:
+        r.pop("timings")
+    assert records[0] == records[1]

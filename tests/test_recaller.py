@@ -122,3 +122,24 @@ def test_bad_pooling_arguments_are_refused(bad):
 def test_bad_unit_arguments_are_refused(bad):
     with pytest.raises(ValueError):
         UnitRecaller(**bad)
+
+
+wild_st = st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=200)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scores=wild_st, budget=st.integers(0, 300), kernels=kernels_st, data=st.data())
+def test_any_scores_nan_and_infinities_included_give_valid_positions(scores, budget, kernels, data):
+    """NaN counts as the lowest score; whatever the scores, positions stay valid."""
+    s = torch.tensor(scores)
+    _check(PoolingRecaller(kernels).recall(s, budget), s.numel(), budget, exact=False)
+    starts = torch.tensor(sorted(set(data.draw(st.lists(st.integers(0, s.numel() - 1), max_size=20)))),
+                          dtype=torch.long)
+    recaller = UnitRecaller(max_unit_tokens=data.draw(st.integers(1, 30)), cut=data.draw(st.sampled_from([0.0, 0.2])))
+    _check(recaller.recall(s, budget, starts), s.numel(), budget, exact=False)
+
+
+def test_nan_ranks_lowest():
+    s = torch.tensor([float("nan"), 1.0, 0.0, float("nan")])
+    assert PoolingRecaller((1,)).recall(s, 1).tolist() == [1]
+    assert UnitRecaller(max_unit_tokens=1).recall(s, 2, torch.arange(4)).tolist() == [1, 2]
