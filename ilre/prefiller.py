@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from . import arch
 from .key_cache import KeyCache
+from .threads import ThreadTuner
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,17 @@ class StreamingPrefiller:
         )
         bar = tqdm(total=ids.numel(), unit="tok", desc=f"prefill to layer {self.layer}",
                    disable=self.progress is not True, leave=False, dynamic_ncols=True)
+        tuner = ThreadTuner() if ids.device.type == "cpu" else None
+        try:
+            self._stream(ids, state, tuner, bar)
+        finally:
+            if tuner is not None:
+                tuner.close()
+        bar.close()
+        return state
+
+    def _stream(self, ids: torch.Tensor, state: StreamState, tuner: ThreadTuner | None, bar) -> None:
+        dec = self.decoder
         for start in range(0, ids.numel(), self.chunk_size):
             chunk = ids[start:start + self.chunk_size]
             hidden = self._lower_layers(chunk, state.windows, update=True, keys_out=state.captured)
@@ -152,8 +164,8 @@ class StreamingPrefiller:
             bar.update(chunk.numel())
             if callable(self.progress):
                 self.progress(state.seen, ids.numel())
-        bar.close()
-        return state
+            if tuner is not None:
+                tuner.step(chunk.numel())
 
     @torch.inference_mode()
     def query_states(self, state: StreamState, query_ids: torch.Tensor) -> torch.Tensor:
