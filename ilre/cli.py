@@ -236,6 +236,14 @@ def setup_logging(verbose: bool = False) -> None:
         hf_logging.disable_progress_bar()
 
 
+def main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int | None],
+         argv: list[str] | None = None, interrupted: str = "interrupted") -> int:
+    """A command's whole main: parse ``argv``, set up logging (``--verbose`` if it has one), run ``body``."""
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "verbose", False))
+    return run(lambda: body(args), interrupted)
+
+
 def run(command: Callable[[], int | None], interrupted: str = "interrupted") -> int:
     """Run a command's body: its exit status; a bad input (ValueError, which every error of the
     project's own is, or a context too large for the memory) becomes one line on stderr and

@@ -60,9 +60,7 @@ def index(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cli.setup_logging(args.verbose)
-    return cli.run(lambda: index(args), interrupted="interrupted: no index written")
+    return cli.main(build_parser(), index, argv, interrupted="interrupted: no index written")
 
 
 if __name__ == "__main__":

@@ -100,9 +100,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cli.setup_logging(args.verbose)
-    return cli.run(lambda: serve(args), interrupted="stopped")
+    return cli.main(build_parser(), serve, argv, interrupted="stopped")
 
 
 if __name__ == "__main__":
