@@ -37,5 +37,5 @@ def test_ctrl_c_stops_at_once_and_leaves_nothing(command, long_text, tiny_model_
     code, err, seconds = _interrupt([sys.executable, *argv, "--context", str(long_text), "--model",
                                      str(tiny_model_dir), "--no-progress", "--threads", "1"])
     assert code == 130 and "Traceback" not in err and "interrupted" in err
-    assert seconds < 3.0  # within a second of work, plus the interpreter's exit
+    assert seconds < 5.0  # about a second of work, plus the interpreter's exit (a busy CI machine is slower)
     assert list(tmp_path.iterdir()) == []
