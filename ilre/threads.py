@@ -6,8 +6,9 @@ lost its core at every step, and the pass slows far more than the lost core expl
 in docs/performance.md, "A busy machine"). One thread fewer then goes faster. Which count wins
 depends on the CPU and on what else runs, so it is measured, not guessed: the pass is timed in
 windows of steps; when a window runs well below the best seen at that thread count, one thread
-fewer is tried for a window and kept if faster; now and then one more is tried, in case the
-other work has gone. On a quiet machine no window slows, nothing is tried, nothing is lost.
+fewer is tried for a window and kept if clearly faster; one such trial also follows the first
+window, for a machine busy from the start; now and then one more is tried, in case the other work
+has gone. On a quiet machine that first trial is the one cost: one window on fewer threads.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class ThreadTuner:
     """A window below this share of the best throughput seen at its thread count starts a trial."""
     retry: int = 16
     """Windows between trials of one thread more, while below the starting count."""
+    margin: float = 1.1
+    """A trial count is kept only when this much faster (two threads' own jitter is not a reason)."""
     enabled: bool = field(default_factory=lambda: os.environ.get(ENV, "1") != "0")
 
     def __post_init__(self) -> None:
@@ -67,7 +70,7 @@ class ThreadTuner:
         n = self.threads
         if self.trial is not None:  # a trial window: keep the faster of the trial and the count before it
             self.trial = None
-            if rate <= self.before:
+            if rate <= self.margin * self.before:
                 log.debug("%d threads: %.0f tok/s, back to %d", n, rate, self.previous)
                 self.best[n], self.best[self.previous] = rate, self.before  # the slower rate is the new normal
                 self._set(self.previous, trial=False)
@@ -75,9 +78,10 @@ class ThreadTuner:
             log.info("the streaming pass runs faster on %d threads now (%.0f tok/s)", n, rate)
             self.best = {n: rate}  # the load changed: old figures no longer hold
             return
+        first = not self.best
         self.best[n] = max(self.best.get(n, 0.0), rate)
         self.since_change += 1
-        if n > 1 and rate < self.slowdown * self.best[n]:
+        if n > 1 and (first or rate < self.slowdown * self.best[n]):  # a machine busy from the start, too
             self.before = rate
             self._set(n - 1, trial=True)
         elif n < self.start_threads and self.since_change >= self.retry:

@@ -51,6 +51,7 @@ def measure(ilre, n: int, folder: Path, full_limit: int) -> dict:
     from_text, answer_s = seconds(lambda: ilre.answer(encoded, QUESTION, ANSWER_PREFIX))
     row.update(question_stages=from_index.timings, ilre_text_s=row["encode_s"] + answer_s,
                index_right=found(from_index), text_right=found(from_text),
+               index_recalled=any(ctx["answer"] in s.text for s in from_index.spans), index_answer=from_index.answer,
                same_answer=from_index.answer_tokens == from_text.answer_tokens, tokens=len(encoded.tokens))
     encoded = loaded = None  # the keys are not needed by the systems below
 
@@ -63,6 +64,7 @@ def measure(ilre, n: int, folder: Path, full_limit: int) -> dict:
                         ilre.config.max_new_tokens)[0]
 
     text, row["bm25_s"] = seconds(bm25)
+    row["bm25_answer"] = text
     row["bm25_right"] = ctx["answer"] in text
     if n <= full_limit:
         full = ilre.full_prompt_ids(ctx["text"], QUESTION, ANSWER_PREFIX)
@@ -92,8 +94,8 @@ def goals(rows: list[dict]) -> dict:
         out["question_128k_s"] = by[128 * cli.K]["question_s"]
     if cli.M in by:
         out["question_1m_s"], out["load_1m_s"] = by[cli.M]["question_s"], by[cli.M]["load_s"]
-    if rows:
-        out["gb_per_million_tokens"] = max(r["gb_per_million_tokens"] for r in rows)
+    if rows:  # at the longest context: the lower layers' windows are a fixed few MiB on top
+        out["gb_per_million_tokens"] = max(rows, key=lambda r: r["length"])["gb_per_million_tokens"]
     return {k: {"value": round(v, 3), "goal": f"<= {GOALS[k]}", "holds": v <= GOALS[k]} for k, v in out.items()}
 
 

@@ -25,8 +25,9 @@ def _run(monkeypatch, seconds_per_step, steps: int = 400, start: int = 2) -> lis
     return seen
 
 
-def test_a_quiet_machine_keeps_its_threads(monkeypatch):
-    assert set(_run(monkeypatch, lambda step, n: 0.1 / n)) == {2}
+def test_a_quiet_machine_keeps_its_threads_after_one_trial(monkeypatch):
+    seen = _run(monkeypatch, lambda step, n: 0.1 / n)
+    assert seen.count(1) <= 10 and set(seen[40:]) == {2}  # one window on one thread, at the start
 
 
 def test_under_load_one_thread_fewer_is_kept_while_it_is_faster(monkeypatch):
@@ -36,7 +37,7 @@ def test_under_load_one_thread_fewer_is_kept_while_it_is_faster(monkeypatch):
             return 0.1 / n
         return 0.15 if n == 2 else 0.1
     seen = _run(monkeypatch, cost)
-    assert seen[:100] == [2] * 100
+    assert set(seen[40:100]) == {2}
     assert seen[-150:].count(1) > 130  # mostly on one thread, with a short trial of two now and then
 
 
