@@ -252,7 +252,7 @@ class ILRe:
             "prefill activations": 12 * chunk * max(hidden, dec.num_heads * dec.head_dim) * act
                                    + dec.num_heads * chunk * (c.sink + c.window + chunk) * 4,
             "scoring": query_rows * min(c.score_block, n) * 4 + query_rows * (n // 8 + 1) * 4,
-            "answer": 4 * c.budget * hidden * dec.num_layers * act,
+            "answer": 4 * min(c.budget, n_tokens) * hidden * dec.num_layers * act,
         }
 
     def check_memory(self, n_tokens: int) -> None:
