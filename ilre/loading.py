@@ -93,6 +93,30 @@ def convert_gguf(path: Path, name: str | None = None) -> Path:
     return out
 
 
+def weights_bytes(directory: Path, dtype: torch.dtype) -> int:
+    """The model's weights in ``dtype``, counted from its safetensors headers (nothing is loaded)."""
+    from math import prod
+
+    from safetensors import safe_open
+
+    count = 0
+    for path in directory.glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as f:
+            count += sum(prod(f.get_slice(name).get_shape()) for name in f.keys())
+    return count * torch.empty(0, dtype=dtype).element_size()
+
+
+def check_fits(directory: Path, device: torch.device | str, dtype: torch.dtype) -> None:
+    """Refuse, before loading, a model whose weights would not fit the memory available."""
+    from device.memory import available_bytes
+
+    need, free = weights_bytes(directory, dtype), available_bytes(str(device))
+    if need > free:
+        hint = " or --dtype bfloat16" if dtype == torch.float32 else ""
+        raise ModelLoadError(f"the model's weights need about {need / 2**30:.2f} GiB in {str(dtype)[6:]}, and "
+                             f"{free / 2**30:.2f} GiB is available: use a smaller model{hint}, or free memory")
+
+
 def load(model: str | os.PathLike | None, device: torch.device | str = "cpu",
          dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"):
     """(model, tokenizer, name) for a supported causal LM, in eval mode on ``device``."""
@@ -104,6 +128,7 @@ def load(model: str | os.PathLike | None, device: torch.device | str = "cpu",
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{directory} is not a readable model directory: {exc}") from exc
     check_supported(config)
+    check_fits(directory, device, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         lm = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype,

@@ -93,3 +93,9 @@ def test_a_context_that_would_not_fit_is_refused_before_the_long_pass(capsys, ti
     monkeypatch.setenv("ILRE_MEMORY_LIMIT", "8G")
     assert main(["--context", str(tmp_path / "book.txt"), "--query", "q", "--model", str(tiny_model_dir),
                  "--max-new-tokens", "2", "--json"]) == 0
+
+
+def test_a_model_that_would_not_fit_is_refused_before_loading(capsys, tiny_model_dir, tmp_path, monkeypatch):
+    (tmp_path / "book.txt").write_text(TEXT)
+    monkeypatch.setenv("ILRE_MEMORY_LIMIT", "10K")
+    assert "weights need about" in _fails(capsys, tiny_model_dir, tmp_path / "book.txt")
