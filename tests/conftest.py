@@ -15,6 +15,20 @@ CHAT_TEMPLATE = (
 SPECIALS = ["<s>", "</s>", "<|user|>", "<|end|>", "<|assistant|>"]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="run the device exactness tests (tests/test_device_exactness.py) on this device: cpu, "
+                          "cuda[:N] or npu[:N], in its dtype (bfloat16 on an accelerator)")
+
+
+@pytest.fixture(scope="session")
+def backend(request):
+    """The device of ``pytest --device`` (default cpu), through the project's own selection."""
+    from device import select_backend
+
+    return select_backend(request.config.getoption("--device"), None)
+
+
 def tiny_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
     """One token per byte, plus a few special tokens: offsets are exact, vocabulary is tiny."""
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
