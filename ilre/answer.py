@@ -108,6 +108,7 @@ def load(args: argparse.Namespace, given: set[str]):
 
     config = cli.config_from(args)
     model = args.model
+    text = read_text(args.context, "context file") if args.context is not None else None  # before the model loads
     if args.index is not None:
         meta = index.read_meta(args.index)
         made = meta["settings"]
@@ -121,7 +122,7 @@ def load(args: argparse.Namespace, given: set[str]):
     ilre = ILRe.from_pretrained(model, device=args.device, dtype=args.dtype, config=config)
     if args.index is not None:
         return ilre, ilre.load_index(args.index)
-    return ilre, ilre.encode(read_text(args.context, "context file"), progress=not args.no_progress)
+    return ilre, ilre.encode(text, progress=not args.no_progress)
 
 
 def answer(args: argparse.Namespace, given: set[str]) -> int:
