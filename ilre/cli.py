@@ -52,10 +52,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse_length(text: str) -> int:
-    """A token count: '5000', '4K' or '4k' (x 1024), '1M' (x 1024²), '1.5K'."""
+    """A token count: '5000', '4K' or '4k' (x 1024), '1M' (x 1024²), '1.5K', '0'."""
     match = _LENGTH.match(text.strip().lower())
-    value = float(match[1]) * {"": 1, "k": K, "m": M}[match[2]] if match else 0
-    if value < 1 or value != int(value):
+    value = float(match[1]) * {"": 1, "k": K, "m": M}[match[2]] if match else -1
+    if value < 0 or value != int(value):
         raise argparse.ArgumentTypeError(f"bad length {text!r}: use a whole number of tokens like 5000, 4K or 1M")
     return int(value)
 

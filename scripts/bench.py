@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time cap of one full-context forward pass: lengths expected (from the fit on the "
                         "shorter ones) or found to exceed it are not run but extrapolated, and marked so; "
                         "default: %(default)s")
-    w.add_argument("--full-limit", type=lambda t: 0 if t.strip() == "0" else cli.parse_length(t), default=None,
+    w.add_argument("--full-limit", type=cli.parse_length, default=None,
                    help="never run the full-context pass beyond this length (extrapolate instead; 0: never run it)")
     w.add_argument("--no-full", action="store_true", help="skip the full-context baseline")
     w.add_argument("--fit-from", type=Path, default=None,

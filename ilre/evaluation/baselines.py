@@ -171,6 +171,41 @@ class SnapKVStyle:
         return torch.sort(torch.topk(score, budget).indices).values
 
 
+@dataclass
+class LagKVVotes:
+    """LagKV (ilre/lagkv.py, the ILRe authors' earlier method) applied to recall at a budget.
+
+    After a full-depth prefill, every layer and KV head keeps the context's first ``sink`` tokens,
+    its last partition and the best tokens of every other partition, by LagKV's lag-relative
+    scores of the cached keys and values, at the one ratio that fills the budget. A text prompt
+    cannot keep different tokens per head, so the heads vote: the tokens kept most often are read,
+    ties going to the later token. No question is looked at.
+    """
+
+    lag: int = 64
+    sink: int = 4
+
+    def select(self, cache, span: tuple[int, int], budget: int) -> torch.Tensor:
+        """Context positions from a full pass's KV ``cache`` over the prompt; ``span`` is the context's."""
+        from ..lagkv import LagKV
+
+        a, b = span
+        n = b - a
+        if (whole := whole_context(n, budget)) is not None:
+            return whole
+        lagkv = LagKV(self.sink, self.lag)
+        parts = max(0, (n - self.sink) // self.lag)
+        judged = max(0, parts - 1) * self.lag
+        ratio = max(0.0, (budget - (n - judged)) / judged) if judged else 0.0
+        votes = torch.zeros(n)
+        for layer in cache.layers:
+            keys, values = layer.keys[0, :, a:b].float().cpu(), layer.values[0, :, a:b].float().cpu()
+            kept = lagkv.keep(keys, values, min(ratio, 1.0))
+            votes.index_add_(0, kept.reshape(-1), torch.ones(kept.numel()))
+        score = votes + 0.5 * torch.arange(n) / n  # the fraction only breaks ties, toward recent tokens
+        return torch.sort(torch.topk(score, budget).indices).values
+
+
 # ---------------------------------------------------------------------------------------
 # the shared full-depth pass (full context and SnapKV-style)
 

@@ -35,7 +35,7 @@ from device.memory import PeakMemory
 from ..answerer import generate
 from ..prompt import tokenize_context
 from .tasks import Task, score, score_share
-from .baselines import BM25Chunks, Sample, SnapKVStyle, StreamingLLM, full_pass, greedy_continue
+from .baselines import BM25Chunks, LagKVVotes, Sample, SnapKVStyle, StreamingLLM, full_pass, greedy_continue
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,16 @@ class System:
 
     name: str
     label: str
-    kind: str  # "ilre", "full", "snapkv" or "select"
+    kind: str  # "ilre", "full", "snapkv", "lagkv" or "select"
     ilre: dict[str, Any] = field(default_factory=dict)
     """ILReConfig overrides of an ILRe variant."""
     selector: Any = None
-    """StreamingLLM / BM25Chunks for kind 'select', SnapKVStyle for kind 'snapkv'."""
+    """StreamingLLM / BM25Chunks for kind 'select', SnapKVStyle for 'snapkv', LagKVVotes for 'lagkv'."""
 
     @property
     def capped(self) -> bool:
         """Needs a full-depth pass over the whole context, O(L²): skipped beyond the caps."""
-        return self.kind in ("full", "snapkv")
+        return self.kind in ("full", "snapkv", "lagkv")
 
     def settings(self, ilre) -> dict[str, Any]:
         """What this system's answers depend on, besides the task and the code."""
@@ -89,6 +89,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("snapkv", "SnapKV-style", "snapkv", selector=SnapKVStyle(kernel=7, aggregate="votes")),
     System("snapkv-mean", "SnapKV-style (mean)", "snapkv", selector=SnapKVStyle(kernel=7, aggregate="mean")),
     System("snapkv-k31", "SnapKV-style (kernel 31)", "snapkv", selector=SnapKVStyle(kernel=31, aggregate="votes")),
+    System("lagkv", "LagKV", "lagkv", selector=LagKVVotes(lag=64, sink=4)),
     System("streaming", "StreamingLLM", "select", selector=StreamingLLM(sink=4)),
     System("rag", "RAG (BM25)", "select", selector=BM25Chunks(chunk_tokens=64)),
 )}
@@ -315,31 +316,21 @@ class Runner:
 
     def _full(self, task: Task, sample: Sample, tokenize: float, systems: list[System],
               row: Callable) -> Iterable[dict]:
-        """Full context and the SnapKV-style recall, from one full-depth pass."""
+        """Full context, SnapKV-style and LagKV, from one full-depth pass."""
         p = sample.prefix.numel()
-        keep_cache = any(s.kind == "full" for s in systems)
+        span = (p, p + len(sample.tokens))
+        keep_cache = any(s.kind in ("full", "lagkv") for s in systems)
         with PeakMemory() as pass_mem:
-            fp = full_pass(self.ilre.model, sample.full_prompt(), sample.suffix.numel(), (p, p + len(sample.tokens)))
+            fp = full_pass(self.ilre.model, sample.full_prompt(), sample.suffix.numel(), span)
             if not keep_cache:
                 fp.cache = None
         pass_peak = pass_mem.peak_mib
-        for system in systems:
-            if system.kind == "full":
-                with PeakMemory(base=pass_mem.base) as mem:
-                    t0 = time.perf_counter()
-                    text, _ = greedy_continue(self.ilre.model, self.ilre.tokenizer, fp.cache, fp.last_logits,
-                                              self.ilre.config.max_new_tokens)
-                    decode = time.perf_counter() - t0
-                fp.cache = None  # the full KV cache is not needed by anything else
-                prefill = fp.seconds - fp.probe_seconds  # the attention probe is SnapKV's work
-                yield row(system, **self._result(
-                    task, (task.context, len(sample.tokens)), text, sample.full_prompt().numel(), tokenize + prefill + decode,
-                    max(pass_peak, mem.peak_mib), {"tokenize": tokenize, "full_pass": prefill, "answer": decode}))
-        for system in systems:
-            if system.kind == "snapkv":
+        for system in systems:  # the selecting ones first: the full answer's decoding grows the cache
+            if system.kind in ("snapkv", "lagkv"):
                 with PeakMemory() as mem:
                     t0 = time.perf_counter()
-                    positions = system.selector.select(fp.window_attention, self.budget)
+                    positions = (system.selector.select(fp.window_attention, self.budget) if system.kind == "snapkv"
+                                 else system.selector.select(fp.cache, span, self.budget))
                     t1 = time.perf_counter()
                     prompt = sample.prompt(positions)
                     text = self._generate(prompt)
@@ -348,6 +339,18 @@ class Runner:
                     task, self._kept(sample, positions), text, prompt.numel(), tokenize + fp.seconds + (t2 - t0),
                     max(pass_peak, mem.peak_mib), {"tokenize": tokenize, "full_pass": fp.seconds,
                                                    "recall": t1 - t0, "answer": t2 - t1}))
+        for system in systems:
+            if system.kind == "full":
+                with PeakMemory(base=pass_mem.base) as mem:
+                    t0 = time.perf_counter()
+                    text, _ = greedy_continue(self.ilre.model, self.ilre.tokenizer, fp.cache, fp.last_logits,
+                                              self.ilre.config.max_new_tokens)
+                    decode = time.perf_counter() - t0
+                prefill = fp.seconds - fp.probe_seconds  # the attention probe is SnapKV's work
+                yield row(system, **self._result(
+                    task, (task.context, len(sample.tokens)), text, sample.full_prompt().numel(), tokenize + prefill + decode,
+                    max(pass_peak, mem.peak_mib), {"tokenize": tokenize, "full_pass": prefill, "answer": decode}))
+        fp.cache = None
 
     def _select(self, task: Task, sample: Sample, tokenize: float, system: System, row: Callable) -> dict:
         """A system that chooses from the text alone (StreamingLLM, RAG), then answers."""
