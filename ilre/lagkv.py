@@ -44,11 +44,15 @@ class LagKV:
         if self.sink < 0 or self.lag < 2 or self.v_ratio < 0:
             raise ValueError("LagKV needs sink >= 0, lag >= 2 and v_ratio >= 0")
 
+    def _judged(self, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Scores [..., P, lag] of the judged partitions: the keys' plus ``v_ratio`` times the values'."""
+        return lag_scores(keys, self.sink, self.lag) + self.v_ratio * lag_scores(values, self.sink, self.lag)
+
     def scores(self, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """[..., L] per token: LagKV's score in the judged partitions, +inf for the sink and the
         tail that are always kept."""
         length = keys.shape[-2]
-        judged = lag_scores(keys, self.sink, self.lag) + self.v_ratio * lag_scores(values, self.sink, self.lag)
+        judged = self._judged(keys, values)
         out = torch.full((*keys.shape[:-2], length), float("inf"), device=keys.device)
         end = self.sink + judged.shape[-2] * self.lag
         out[..., self.sink:end] = judged.flatten(-2)
@@ -58,7 +62,7 @@ class LagKV:
         """Kept positions [..., K], sorted: the sink, the best ``ratio`` of every judged partition,
         the tail (as the official cache keeps them after one compression)."""
         length = keys.shape[-2]
-        judged = lag_scores(keys, self.sink, self.lag) + self.v_ratio * lag_scores(values, self.sink, self.lag)
+        judged = self._judged(keys, values)
         parts = judged.shape[-2]
         top = torch.topk(judged, int(ratio * self.lag), dim=-1).indices
         top = top + self.sink + self.lag * torch.arange(parts, device=top.device)[:, None]

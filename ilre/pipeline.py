@@ -71,16 +71,17 @@ class EncodedContext:
 
         ilre = self.pipeline
         state = self.state or ilre._prefill(self)
-        small = self.tokens.text.__len__() < 2**31 and self.tokens.ids.numel() and int(self.tokens.ids.max()) < 2**31
+        text = self.tokens.text.encode("utf-8")
+        small = len(self.tokens.text) < 2**31 and int(self.tokens.ids.max()) < 2**31
         index_dtype = torch.int32 if small else torch.int64  # token ids and offsets: half the bytes
         tensors = {"keys": state.key_cache.keys[:, :state.key_cache.filled], "prefix_ids": self.prefix_ids,
                    "ids": self.tokens.ids.to(index_dtype), "offsets": self.tokens.offsets.to(index_dtype),
                    "unit_starts": self.tokens.unit_starts().to(index_dtype),
-                   "text": torch.frombuffer(bytearray(self.tokens.text.encode("utf-8")), dtype=torch.uint8)}
+                   "text": torch.frombuffer(bytearray(text), dtype=torch.uint8)}
         for i, w in enumerate(state.windows):
             tensors[f"window.{i}.keys"], tensors[f"window.{i}.values"] = w.keys, w.values
         meta = {"ilre_version": __version__, "model": ilre.identity, "settings": self.settings,
-                "context": {"sha256": hashlib.sha256(self.tokens.text.encode("utf-8")).hexdigest(),
+                "context": {"sha256": hashlib.sha256(text).hexdigest(),
                             "tokens": len(self.tokens), "characters": len(self.tokens.text)}}
         return index.write(path, tensors, meta)
 

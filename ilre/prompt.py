@@ -83,14 +83,16 @@ class PromptTemplate:
     tokenizer: object
     instruction: str = ""
 
+    def _chat_text(self, user: str) -> str:
+        """One user turn ready for the answer: the chat template's, else BOS + text + newline."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return f"{self.tokenizer.bos_token or ''}{user}\n"
+
     def chat_ids(self, text: str) -> torch.Tensor:
         """The prompt of a plain chat turn ``text``, no instruction, no context."""
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                      add_generation_prompt=True)
-        else:
-            text = f"{self.tokenizer.bos_token or ''}{text}\n"
-        return self.encode_text(text)
+        return self.encode_text(self._chat_text(text))
 
     def user_text(self, context: str, question: str) -> str:
         """The user turn: instruction, context, question (what another engine is sent as text)."""
@@ -98,14 +100,7 @@ class PromptTemplate:
         return f"{head}{context}\n\n{question}"
 
     def _render(self, question: str, answer_prefix: str) -> tuple[str, str]:
-        user = self.user_text(_MARK, question)
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
-        else:
-            bos = self.tokenizer.bos_token or ""
-            text = f"{bos}{user}\n"
-        prefix, suffix = text.split(_MARK)
+        prefix, suffix = self._chat_text(self.user_text(_MARK, question)).split(_MARK)
         return prefix, suffix + answer_prefix
 
     def encode_text(self, text: str) -> torch.Tensor:

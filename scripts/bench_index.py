@@ -37,7 +37,6 @@ def measure(ilre, n: int, folder: Path, full_limit: int) -> dict:
     from ilre.answerer import generate
     from ilre.bench.measure import ANSWER_PREFIX, QUESTION, make_context
     from ilre.evaluation.baselines import BM25Chunks, Sample
-    from ilre.prompt import tokenize_context
 
     ctx = make_context(ilre.tokenizer, n)
     found = lambda result: ctx["answer"] in result.answer  # noqa: E731
@@ -55,11 +54,8 @@ def measure(ilre, n: int, folder: Path, full_limit: int) -> dict:
                same_answer=from_index.answer_tokens == from_text.answer_tokens, tokens=len(encoded.tokens))
     encoded = loaded = None  # the keys are not needed by the systems below
 
-    t = ilre.template
-
     def bm25():
-        sample = Sample(tokenize_context(ilre.tokenizer, ctx["text"]), t.prefix_ids(),
-                        t.suffix_ids(QUESTION, ANSWER_PREFIX), t.encode_text(ilre.config.gap_marker), QUESTION)
+        sample = Sample.of(ilre, ctx["text"], QUESTION, ANSWER_PREFIX)
         return generate(ilre.model, ilre.tokenizer, sample.prompt(BM25Chunks().select(sample, ilre.config.budget)),
                         ilre.config.max_new_tokens)[0]
 

@@ -24,7 +24,7 @@ import torch
 
 from .. import arch
 from ..answerer import cut_repeat, repeats
-from ..prompt import ContextTokens, assemble, contiguous_runs
+from ..prompt import ContextTokens, assemble, contiguous_runs, tokenize_context
 from ..recaller import pool, split_long_units, whole_context
 
 
@@ -37,6 +37,13 @@ class Sample:
     suffix: torch.Tensor
     gap: torch.Tensor
     question: str
+
+    @classmethod
+    def of(cls, ilre, context: str, question: str, answer_prefix: str = "") -> "Sample":
+        """The sample of a context and question, in the prompt layout of ``ilre`` (an ILRe)."""
+        t = ilre.template
+        return cls(tokenize_context(ilre.tokenizer, context), t.prefix_ids(), t.suffix_ids(question, answer_prefix),
+                   t.encode_text(ilre.config.gap_marker), question)
 
     def prompt(self, positions: torch.Tensor) -> torch.Tensor:
         """The answer prompt that reads the context tokens at ``positions`` (sorted)."""

@@ -33,7 +33,6 @@ from tqdm.auto import tqdm
 from device.memory import PeakMemory
 
 from ..answerer import generate
-from ..prompt import tokenize_context
 from .tasks import Task, score, score_share
 from .baselines import BM25Chunks, LagKVVotes, Sample, SnapKVStyle, StreamingLLM, full_pass, greedy_continue
 
@@ -266,10 +265,7 @@ class Runner:
                     yield row(s, f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
 
     def _sample(self, task: Task) -> Sample:
-        t = self.ilre.template
-        return Sample(tokenize_context(self.ilre.tokenizer, task.context), t.prefix_ids(),
-                      t.suffix_ids(task.question, task.answer_prefix),
-                      t.encode_text(self.ilre.config.gap_marker), task.question)
+        return Sample.of(self.ilre, task.context, task.question, task.answer_prefix)
 
     def _over_cap(self, task: Task, rows: dict) -> str | None:
         if task.tokens > self.max_context_tokens:

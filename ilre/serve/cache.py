@@ -82,9 +82,7 @@ class EncodingCache:
                 self.entries.move_to_end(key)
                 return self.entries[key], True
             entry = self.entries[key] = Entry(key)
-        path = self._path(key)
-        if path is not None and path.is_file():
-            self.encoder.submit(self._run, entry, lambda: self.pipeline.load_index(path))
+        if self._load(entry):
             return entry, True
         self.encoder.submit(self._run, entry, lambda: self._encode(entry, text))
         return entry, False
@@ -96,12 +94,14 @@ class EncodingCache:
                 self.entries.move_to_end(key)
                 return entry
         path = self._path(key)
-        if path is not None and path.is_file():  # saved by an earlier run of the service
-            with self.lock:
-                entry = self.entries.setdefault(key, Entry(key))
-            self.encoder.submit(self._run, entry, lambda: self.pipeline.load_index(path))
-            return entry
-        return None
+        if path is None or not path.is_file():
+            return None
+        with self.lock:  # saved by an earlier run of the service: load it once, however many ask
+            if key in self.entries:
+                return self.entries[key]
+            entry = self.entries[key] = Entry(key)
+        self._load(entry)
+        return entry
 
     def delete(self, key: str) -> bool:
         with self.lock:
@@ -117,6 +117,14 @@ class EncodingCache:
 
     def _path(self, key: str) -> Path | None:
         return None if self.index_dir is None else self.index_dir / f"{key}.ilre"
+
+    def _load(self, entry: Entry) -> bool:
+        """Start loading ``entry`` from its index file in ``index_dir``; False when there is none."""
+        path = self._path(entry.id)
+        if path is None or not path.is_file():
+            return False
+        self.encoder.submit(self._run, entry, lambda: self.pipeline.load_index(path))
+        return True
 
     def _encode(self, entry: Entry, text: str):
         def progress(done: int, total: int) -> None:
