@@ -11,6 +11,7 @@ RECALL_UNITS = ("sentence", "token")
 QUERY_TOKENS = ("question", "suffix")
 """Values of ``ILReConfig.query_tokens``."""
 KEY_DTYPES = ("float16", "bfloat16", "float32")
+KEY_MEMORIES = ("auto", "device", "host")
 """Values of ``ILReConfig.key_dtype``."""
 POOLINGS = ("max", "avg")
 """Values of ``ILReConfig.pooling``."""
@@ -19,13 +20,13 @@ POSITION_SCHEMES = ("relative", "absolute")
 
 CHOICES = {"recall_unit": RECALL_UNITS, "query_tokens": QUERY_TOKENS, "pooling": POOLINGS,
            "positions": POSITION_SCHEMES, "prefill_precision": PREFILL_PRECISIONS,
-           "key_dtype": KEY_DTYPES}
+           "key_dtype": KEY_DTYPES, "key_memory": KEY_MEMORIES}
 """The fields that take one of a few names, and those names."""
-MINIMUMS = {"layer": 0, "budget": 1, "max_unit_tokens": 1, "sink": 0, "window": 0, "chunk_size": 1,
+MINIMUMS = {"layer": 0, "budget": 1, "max_unit_tokens": 1, "sink": 0, "window": 0, "lag_memory": 0, "chunk_size": 1,
             "distance": 0, "score_block": 1, "max_new_tokens": 1}
 """The smallest value of each integer field (None, where a field allows it, is always allowed)."""
 
-ENCODING = ("layer", "sink", "window", "chunk_size", "prefill_precision", "key_dtype", "instruction")
+ENCODING = ("layer", "sink", "window", "lag_memory", "chunk_size", "prefill_precision", "key_dtype", "instruction")
 """The fields that shape an encoding (and a saved index); the others shape only recall and the answer."""
 
 DEFAULT_INSTRUCTION = (
@@ -65,6 +66,9 @@ class ILReConfig:
     """First tokens every lower layer always attends to (attention sinks)."""
     window: int = 256
     """Recent tokens each lower layer keeps in its sliding window."""
+    lag_memory: int = 0
+    """Tokens each lower layer keeps, besides the sink and the window, from the history that leaves
+    the window, chosen by LagKV as the authors' LRSA does (docs/parameters.md); 0: none."""
     chunk_size: int | None = None
     """Tokens per streaming-prefill step; by default 128 for the int8 prefill and 512 in the model's
     precision (the fastest measured on CPU for each, docs/performance.md)."""
@@ -76,6 +80,10 @@ class ILReConfig:
     """Precision in which the keys of l_R are kept for the whole context (in memory and in a saved
     index); they are scored in float32. float16 halves their memory with the same recall
     (docs/parameters.md)."""
+    key_memory: str = "auto"
+    """Where the keys of l_R are kept on an accelerator: 'device', 'host' (the computer's own memory,
+    moved to the device block by block when scored), or 'auto' (the device when everything fits
+    there, else host). The CPU keeps them in memory in any case; results are the same."""
     positions: str = "relative"
     """Query-key positions when scoring: 'relative' (one short fixed distance) or 'absolute' (the
     original ones)."""

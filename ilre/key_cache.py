@@ -24,8 +24,9 @@ class KeyCache:
 
     @classmethod
     def allocate(cls, num_kv_heads: int, length: int, head_dim: int, layer: int,
-                 dtype: torch.dtype, device: torch.device | str) -> "KeyCache":
-        return cls(torch.empty(num_kv_heads, length, head_dim, dtype=dtype, device=device), layer)
+                 dtype: torch.dtype, device: torch.device | str, pin: bool = False) -> "KeyCache":
+        """``pin``: page-locked host memory, so blocks copy to an accelerator asynchronously."""
+        return cls(torch.empty(num_kv_heads, length, head_dim, dtype=dtype, device=device, pin_memory=pin), layer)
 
     def append(self, keys: torch.Tensor) -> None:
         n = keys.shape[1]

@@ -70,3 +70,17 @@ class LagKV:
         fixed = torch.cat((torch.arange(self.sink), torch.arange(end, length))).to(top.device)
         kept = torch.cat((fixed.expand(*top.shape[:-2], -1), top.flatten(-2)), dim=-1)
         return kept.sort(dim=-1).values
+
+
+def pick_memory(keys: torch.Tensor, values: torch.Tensor, scores: torch.Tensor,
+                size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``size`` best-scoring tokens of each head, in their original order: LRSA's bounded memory.
+
+    ``keys``/``values`` [H, n, D] and ``scores`` [H, n] are the candidates (the memory so far,
+    then the newly judged tokens); returns the kept keys, values and scores.
+    """
+    if keys.shape[1] <= size:
+        return keys, values, scores
+    index = scores.topk(size, dim=-1).indices.sort(dim=-1).values
+    gather = lambda x: x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
+    return gather(keys), gather(values), scores.gather(1, index)

@@ -18,6 +18,7 @@ from .config import ENCODING, ILReConfig
 from .prefiller import StreamingPrefiller, StreamState
 from .prompt import ContextTokens, PromptTemplate, QueryTokens, assemble, contiguous_runs, tokenize_context
 from .key_cache import KeyCache
+from .lagkv import LagKV
 from .recaller import TextUnits, UnitRecaller, whole_context
 
 log = logging.getLogger(__name__)
@@ -177,9 +178,10 @@ class ILRe:
         tensors, meta = index.read(path, verify)
         text = bytes(tensors["text"].numpy()).decode("utf-8")
         tokens = ContextTokens(text, tensors["ids"].long(), tensors["offsets"].long(), tensors["unit_starts"].long())
-        windows = [LayerWindow(tensors[f"window.{i}.keys"], tensors[f"window.{i}.values"])
+        device = self.decoder.embed.weight.device
+        windows = [LayerWindow(tensors[f"window.{i}.keys"].to(device), tensors[f"window.{i}.values"].to(device))
                    for i in range(self.config.layer)]
-        keys = tensors["keys"]
+        keys = tensors["keys"].to(self.key_device(len(tokens)))
         state = StreamState(windows, KeyCache(keys, self.config.layer, keys.shape[1]), keys.shape[1])
         return EncodedContext(tokens, tensors["prefix_ids"], state, {"load": time.perf_counter() - t0}, self,
                               meta["settings"])
@@ -204,7 +206,8 @@ class ILRe:
         """'int8' or 'model': what this configuration's prefill computes on this model and device."""
         return quantize.resolve(self.config.prefill_precision, self.decoder.embed.weight)
 
-    def prefiller(self, progress: bool | Callable[[int, int], None] = False) -> StreamingPrefiller:
+    def prefiller(self, progress: bool | Callable[[int, int], None] = False,
+                  key_device: torch.device | None = None) -> StreamingPrefiller:
         """The streaming prefiller of this configuration (int8 layer copies made once, on first use)."""
         c = self.config
         layers = None
@@ -214,7 +217,7 @@ class ILRe:
                 self._shared["layers"] = quantize.int8_layers(self.decoder.layers, c.layer)
             layers = self._shared["layers"]
         return StreamingPrefiller(self.model, c.layer, c.sink, c.window, c.chunk_for(precision), progress, layers,
-                                  getattr(torch, c.key_dtype), self.decoder)
+                                  getattr(torch, c.key_dtype), self.decoder, c.lag_memory, key_device)
 
     def _sync(self) -> None:
         if self.backend is not None:
@@ -249,25 +252,50 @@ class ILRe:
         return {
             "keys of l_R": dec.num_kv_heads * n * dec.head_dim * key_bytes,
             "token ids and offsets": n_tokens * 24,
-            "windows": 2 * c.layer * dec.num_kv_heads * (c.sink + c.window + chunk) * dec.head_dim * act,
+            "windows": 2 * c.layer * dec.num_kv_heads * (c.sink + c.lag_memory + c.window + LagKV.lag + chunk)
+                       * dec.head_dim * act,
             "prefill activations": 12 * chunk * max(hidden, dec.num_heads * dec.head_dim) * act
                                    + dec.num_heads * chunk * (c.sink + c.window + chunk) * 4,
             "scoring": query_rows * min(c.score_block, n) * 4 + query_rows * (n // 8 + 1) * 4,
             "answer": 4 * min(c.budget, n_tokens) * hidden * dec.num_layers * act,
         }
 
+    def key_device(self, n_tokens: int) -> torch.device:
+        """Where the keys of l_R of a context of ``n_tokens`` tokens are kept (``key_memory``)."""
+        from device.memory import available_bytes
+
+        device = self.decoder.embed.weight.device
+        if device.type == "cpu" or self.config.key_memory == "device":
+            return device
+        if self.config.key_memory == "host":
+            return torch.device("cpu")
+        fits = sum(self.memory_needed(n_tokens).values()) <= available_bytes(str(device))
+        return device if fits else torch.device("cpu")
+
     def check_memory(self, n_tokens: int) -> None:
-        """Refuse, before the long pass, a context that would not fit in the memory available."""
+        """Refuse, before the long pass, a context that would not fit in the memory available.
+
+        Keys kept in host memory (``key_memory``) are counted there, the rest on the device.
+        """
         from device.memory import available_bytes
 
         need = self.memory_needed(n_tokens)
-        total, free = sum(need.values()), available_bytes(str(self.decoder.embed.weight.device))
+        device = self.decoder.embed.weight.device
+        if self.key_device(n_tokens).type != device.type:
+            keys, free_host = need.pop("keys of l_R"), available_bytes("cpu")
+            if keys > free_host:
+                raise MemoryError(f"the keys of this context of {n_tokens} tokens need about {keys / 2**30:.2f} GiB "
+                                  f"of host memory, and {free_host / 2**30:.2f} GiB is available: use a shorter "
+                                  "context (split the document)")
+        total, free = sum(need.values()), available_bytes(str(device))
         if total <= free:
             return
         gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
         parts = ", ".join(f"{k} {gib(v)}" for k, v in need.items() if v > total / 20)
         hint = "a shorter context (split the document)"
-        if self.config.key_dtype == "float32":
+        if "keys of l_R" in need and device.type != "cpu" and total - need["keys of l_R"] <= free:
+            hint = f"--key-memory host (about {gib(total - need['keys of l_R'])} on the device)"
+        elif self.config.key_dtype == "float32":
             half = total - need["keys of l_R"] // 2
             if half <= free:
                 hint = f"--key-dtype float16 (about {gib(half)})"
@@ -278,7 +306,8 @@ class ILRe:
     def _prefill(self, encoded: EncodedContext, progress: bool | Callable[[int, int], None] = False) -> StreamState:
         encoded.settings = self.encoding
         t0 = time.perf_counter()
-        encoded.state = self.prefiller(progress).prefill(torch.cat((encoded.prefix_ids, encoded.tokens.ids)))
+        where = self.key_device(len(encoded.tokens))
+        encoded.state = self.prefiller(progress, where).prefill(torch.cat((encoded.prefix_ids, encoded.tokens.ids)))
         self._sync()
         encoded.timings["prefill"] = time.perf_counter() - t0
         return encoded.state

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from . import arch
 from .key_cache import KeyCache
+from .lagkv import LagKV, pick_memory
 from .threads import ThreadTuner
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,34 @@ def keys_attended(n_tokens: int, sink: int, window: int, chunk_size: int) -> int
     return total
 
 
+def chunk_mask(chunk: int, cached: int, device: torch.device) -> torch.Tensor:
+    """Which keys a chunk's tokens attend to: every cached one, and the chunk's own causally.
+
+    That is causal attention aligned to the bottom-right corner, shaped so each backend keeps its
+    fused kernel: on CUDA, torch's lower-right ``CausalBias``, which flash and memory-efficient
+    attention take without any mask tensor (a dense mask rules flash out); elsewhere a boolean
+    [chunk, cached + chunk] tensor, which the CPU's fused kernel takes, and which torch_npu's SDPA
+    hands to Ascend's FlashAttentionScore in float16/bfloat16.
+    """
+    if device.type == "cuda":
+        from torch.nn.attention.bias import causal_lower_right
+
+        return causal_lower_right(chunk, cached + chunk)
+    return torch.ones(chunk, cached + chunk, dtype=torch.bool, device=device).tril(cached)
+
+
 @dataclass
 class LayerWindow:
-    """Sink + sliding-window K/V of one layer below the retrieval layer, before RoPE: [Hkv, n, D]."""
+    """Sink + sliding-window K/V of one layer below the retrieval layer, before RoPE: [Hkv, n, D].
+
+    With a LagKV memory (``StreamingPrefiller.memory``) the ``memory`` tokens after the sink are
+    the best of the history that left the window, with their LagKV ``scores`` [Hkv, memory].
+    """
 
     keys: torch.Tensor
     values: torch.Tensor
+    memory: int = 0
+    scores: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -89,6 +112,11 @@ class StreamingPrefiller:
     """Precision of the kept keys (ILReConfig.key_dtype); None: the model's own."""
     decoder: arch.Decoder | None = None
     """The model's parts (``arch.decoder_of(model)``), when the caller has them already."""
+    memory: int = 0
+    """Tokens each lower layer keeps from the history leaving its window, chosen by LagKV
+    (ILReConfig.lag_memory); 0: the sink and the window only."""
+    key_device: torch.device | None = None
+    """Where the kept keys live (ILReConfig.key_memory); None: the model's device."""
 
     def __post_init__(self) -> None:
         self.decoder = self.decoder or arch.decoder_of(self.model)
@@ -101,6 +129,10 @@ class StreamingPrefiller:
             raise ValueError("sink and window must be >= 0")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
+        if self.memory < 0:
+            raise ValueError("memory must be >= 0")
+        if self.memory and self.window < LagKV.lag:
+            raise ValueError(f"a LagKV memory needs a window of at least {LagKV.lag} tokens (its lag)")
 
     def flops(self, n_tokens: int) -> dict:
         """Useful FLOPs of streaming ``n_tokens`` to ``layer``, from the model's own shapes.
@@ -116,7 +148,7 @@ class StreamingPrefiller:
         params = dec.layers[self.layer].self_attn.k_proj.weight.numel() + sum(
             m.weight.numel() for layer in dec.layers[: self.layer] for m in layer.modules()
             if isinstance(m, torch.nn.Linear))
-        keys = keys_attended(n_tokens, self.sink, self.window, self.chunk_size)
+        keys = keys_attended(n_tokens, self.sink, self.memory + self.window, self.chunk_size)
         linear, attention = 2 * params * n_tokens, 4 * keys * dec.num_heads * dec.head_dim * self.layer
         return {"linear": linear, "attention": attention, "total": linear + attention,
                 "params_per_token": params, "mean_keys": keys / max(n_tokens, 1)}
@@ -135,8 +167,10 @@ class StreamingPrefiller:
         ids = input_ids.reshape(-1).to(self._param.device)
         dec = self.decoder
         empty = self._param.new_empty(dec.num_kv_heads, 0, dec.head_dim)
+        where = self.key_device or self._param.device
+        pin = where.type == "cpu" and self._param.device.type != "cpu"
         allocate = lambda layer: KeyCache.allocate(dec.num_kv_heads, ids.numel(), dec.head_dim, layer,  # noqa: E731
-                                                   self.key_dtype or self._param.dtype, self._param.device)
+                                                   self.key_dtype or self._param.dtype, where, pin)
         state = StreamState(
             windows=[LayerWindow(empty, empty) for _ in range(self.layer)],
             key_cache=allocate(self.layer),
@@ -157,15 +191,14 @@ class StreamingPrefiller:
         dec = self.decoder
         for start in range(0, ids.numel(), self.chunk_size):
             chunk = ids[start:start + self.chunk_size]
-            hidden = self._lower_layers(chunk, state.windows, update=True, keys_out=state.captured)
+            hidden = self._lower_layers(chunk, state.windows, update=True, keys_out=state.captured,
+                                        each_layer=tuner.step if tuner is not None else None)
             top = dec.layers[self.layer]
             state.key_cache.append(arch.project_keys(top, arch.input_norm(top, hidden), dec.head_dim))
             state.seen += chunk.numel()
             bar.update(chunk.numel())
             if callable(self.progress):
                 self.progress(state.seen, ids.numel())
-            if tuner is not None:
-                tuner.step(chunk.numel())
 
     @torch.inference_mode()
     def query_states(self, state: StreamState, query_ids: torch.Tensor) -> torch.Tensor:
@@ -187,15 +220,16 @@ class StreamingPrefiller:
 
     def _lower_layers(self, ids: torch.Tensor, windows: list[LayerWindow], update: bool,
                       keys_out: dict[int, KeyCache] | None = None,
-                      queries_out: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+                      queries_out: dict[int, torch.Tensor] | None = None,
+                      each_layer: Callable[[], None] | None = None) -> torch.Tensor:
+        """``each_layer`` is called after every layer: a chunk on a crowded CPU can take seconds,
+        and the thread tuner must not wait that long to react."""
         dec = self.decoder
         hidden = dec.embed(ids)
         c = ids.numel()
         n = windows[0].length if windows else 0
         cos, sin = arch.rope_tables(dec, torch.arange(n + c, device=ids.device), hidden.dtype)
-        # Cached tokens are all visible; the chunk itself is causal.
-        mask = torch.ones(c, n + c, dtype=torch.bool, device=ids.device)
-        mask[:, n:] = torch.ones(c, c, dtype=torch.bool, device=ids.device).tril()
+        mask = chunk_mask(c, n, ids.device)
         for i, layer in enumerate(dec.layers[: self.layer]):
             normed = arch.input_norm(layer, hidden)
             q = arch.project_queries(layer, normed, dec.head_dim)
@@ -210,7 +244,9 @@ class StreamingPrefiller:
             out = self._attend(layer, arch.rotate(q, cos[n:], sin[n:]), arch.rotate(keys, cos, sin), values, mask)
             hidden = arch.finish_layer(layer, hidden, out)
             if update:
-                windows[i] = self._trim(keys, values)
+                windows[i] = self._trim(windows[i], keys, values)
+            if each_layer is not None:
+                each_layer()
         return hidden
 
     def _attend(self, layer, q, k, v, mask) -> torch.Tensor:
@@ -222,9 +258,28 @@ class StreamingPrefiller:
                                              scale=layer.self_attn.scaling)
         return out[0]
 
-    def _trim(self, keys: torch.Tensor, values: torch.Tensor) -> LayerWindow:
+    def _trim(self, old: LayerWindow, keys: torch.Tensor, values: torch.Tensor) -> LayerWindow:
+        """The cache after a chunk: ``keys``/``values`` are the old one's and the chunk's."""
+        if self.memory:
+            return self._remember(old, keys, values)
         if keys.shape[1] <= self.sink + self.window:
             return LayerWindow(keys, values)
         tail = keys.shape[1] - self.window
         keep = lambda x: torch.cat((x[:, : self.sink], x[:, tail:]), dim=1)  # noqa: E731
         return LayerWindow(keep(keys), keep(values))
+
+    def _remember(self, old: LayerWindow, keys: torch.Tensor, values: torch.Tensor) -> LayerWindow:
+        """LRSA's policy: tokens leaving the window are judged by LagKV in whole partitions of ``lag``
+        (each against the next, still in the window), and the best ``memory`` of them and of the
+        memory so far stay, in their original order; a partial partition waits in the window."""
+        lag, start = LagKV.lag, self.sink + old.memory
+        parts = (keys.shape[1] - start - self.window) // lag
+        if parts < 1:
+            return LayerWindow(keys, values, old.memory, old.scores)
+        end = start + parts * lag
+        judge = LagKV(sink=0)
+        new = judge.scores(keys[:, start:end + lag], values[:, start:end + lag])[:, : parts * lag]
+        scores = new if old.scores is None else torch.cat((old.scores, new), dim=1)
+        mem_k, mem_v, scores = pick_memory(keys[:, self.sink:end], values[:, self.sink:end], scores, self.memory)
+        cat = lambda x, m: torch.cat((x[:, : self.sink], m, x[:, end:]), dim=1)  # noqa: E731
+        return LayerWindow(cat(keys, mem_k), cat(values, mem_v), mem_k.shape[1], scores)

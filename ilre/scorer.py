@@ -67,7 +67,7 @@ class QueryScorer:
         buffer = torch.empty(q.shape[0] * q.shape[1] * width, dtype=torch.float32, device=device)
 
         def logits(start: int) -> torch.Tensor:
-            k = cache.keys[:, start:min(start + self.block_size, length)].float()
+            k = cache.keys[:, start:min(start + self.block_size, length)].to(device, non_blocking=True).float()
             if self.positions == "absolute":
                 kc, ks = arch.rope_tables(decoder, torch.arange(start, start + k.shape[1], device=device),
                                           torch.float32)

@@ -1,19 +1,20 @@
-"""CPU threads for the long streaming pass, chosen while it runs, by timing it.
+"""CPU threads for the long streaming pass, matched to the cores other processes leave free.
 
 The prefill is thousands of small steps, each a handful of matrix products split over torch's
 threads. When another process takes one of the cores, every split waits for the thread that
 lost its core at every step, and the pass slows far more than the lost core explains (measured
-in docs/performance.md, "A busy machine"). One thread fewer then goes faster. Which count wins
-depends on the CPU and on what else runs, so it is measured, not guessed: the pass is timed in
-windows of steps; when a window runs well below the best seen at that thread count, one thread
-fewer is tried for a window and kept if clearly faster; one such trial also follows the first
-window, for a machine busy from the start; now and then one more is tried, in case the other work
-has gone. On a quiet machine that first trial is the one cost: one window on fewer threads.
+in docs/performance.md, "A busy machine"): then one thread fewer goes faster. So the pass reads,
+every ``window`` seconds, how much of its cores other processes used (the busy time of the cores
+it may run on, from ``/proc/stat``, less its own CPU time) and runs on the cores they left free.
+Two ILRe passes side by side each see the other and settle on half the cores; when the other
+work ends, the threads come back. Reading the load, not timing trial counts, costs nothing on a
+quiet machine. Linux only: elsewhere the thread count is left as it is.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,68 +26,77 @@ log = logging.getLogger(__name__)
 ENV = "ILRE_ADAPT_THREADS"
 """Set to 0 to keep torch's thread count fixed during the prefill."""
 
+STAT = "/proc/stat"
+
+
+def usable_cpus() -> set[int]:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
+
+
+def busy_seconds(cpus: set[int], stat: str = STAT) -> float | None:
+    """Seconds the given CPUs have spent on any work (not idle, not waiting for I/O) since boot.
+
+    None where the kernel does not say (no ``/proc/stat``).
+    """
+    try:
+        with open(stat) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    ticks = 0
+    for line in lines[1:]:
+        name, *fields = line.split()
+        if not name.startswith("cpu"):
+            break
+        if int(name[3:]) in cpus:
+            # user nice system idle iowait irq softirq steal (guest time is inside user already)
+            v = [int(x) for x in fields[:8]]
+            ticks += sum(v) - v[3] - v[4]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
 
 @dataclass
 class ThreadTuner:
-    """Call :meth:`step` after each step of ``tokens``; :meth:`close` restores the thread count."""
+    """Call :meth:`step` after each step of the pass; :meth:`close` restores the thread count."""
 
-    window: float = 0.5
-    """Seconds of work per measurement."""
-    slowdown: float = 0.75
-    """A window below this share of the best throughput seen at its thread count starts a trial."""
-    retry: int = 16
-    """Windows between trials of one thread more, while below the starting count."""
-    margin: float = 1.1
-    """A trial count is kept only when this much faster (two threads' own jitter is not a reason)."""
+    window: float = 0.25
+    """Seconds between readings of the load: short enough to follow other work coming and going,
+    long enough that the kernel's 10 ms accounting ticks are a few percent of it."""
+    taken: float = 0.25
+    """A core counts as taken when other processes use more than this share of it: a thread that
+    gets only three quarters of its core already holds every split back."""
     enabled: bool = field(default_factory=lambda: os.environ.get(ENV, "1") != "0")
 
     def __post_init__(self) -> None:
         self.start_threads = self.threads = torch.get_num_threads()
-        self.best: dict[int, float] = {}
-        self.trial: int | None = None  # the count whose window is a trial
-        self.previous = self.threads
-        self.before = 0.0  # the rate of the window that started the trial
-        self.since_change = 0
-        self._begin()
+        self.cpus = usable_cpus()
+        self.others = 0.0
+        self.mark = self._read()
 
-    def _begin(self) -> None:
-        self.t0, self.tokens = time.perf_counter(), 0
+    def _read(self) -> tuple[float, float | None, float]:
+        return time.perf_counter(), busy_seconds(self.cpus), time.process_time()
 
-    def _set(self, threads: int, trial: bool) -> None:
-        self.previous, self.threads = self.threads, threads
-        self.trial = threads if trial else None
-        torch.set_num_threads(threads)
-        self.since_change = 0
-
-    def step(self, tokens: int) -> None:
-        if not self.enabled or self.start_threads < 2:
+    def step(self) -> None:
+        if not self.enabled or self.start_threads < 2 or self.mark[1] is None:
             return
-        self.tokens += tokens
-        elapsed = time.perf_counter() - self.t0
-        if elapsed < self.window:
+        if time.perf_counter() - self.mark[0] < self.window:
             return
-        rate = self.tokens / elapsed
-        self._begin()
-        n = self.threads
-        if self.trial is not None:  # a trial window: keep the faster of the trial and the count before it
-            self.trial = None
-            if rate <= self.margin * self.before:
-                log.debug("%d threads: %.0f tok/s, back to %d", n, rate, self.previous)
-                self.best[n], self.best[self.previous] = rate, self.before  # the slower rate is the new normal
-                self._set(self.previous, trial=False)
-                return
-            log.info("the streaming pass runs faster on %d threads now (%.0f tok/s)", n, rate)
-            self.best = {n: rate}  # the load changed: old figures no longer hold
+        (wall0, busy0, own0), now = self.mark, self._read()
+        self.mark = now
+        wall, busy, own = now
+        if busy is None:
             return
-        first = not self.best
-        self.best[n] = max(self.best.get(n, 0.0), rate)
-        self.since_change += 1
-        if n > 1 and (first or rate < self.slowdown * self.best[n]):  # a machine busy from the start, too
-            self.before = rate
-            self._set(n - 1, trial=True)
-        elif n < self.start_threads and self.since_change >= self.retry:
-            self.before = rate
-            self._set(n + 1, trial=True)
+        self.others = max(0.0, (busy - busy0) - (own - own0)) / (wall - wall0)  # cores' worth used by others
+        taken = math.ceil(self.others - self.taken) if self.others > self.taken else 0
+        threads = max(1, min(self.start_threads, len(self.cpus) - taken))
+        if threads != self.threads:
+            log.info("other processes use %.1f cores: the streaming pass goes on with %d threads",
+                     self.others, threads)
+            self.threads = threads
+            torch.set_num_threads(threads)
 
     def close(self) -> None:
         if self.threads != self.start_threads:

@@ -72,3 +72,60 @@ def test_lagkv_votes_keep_sink_and_recent_tokens_within_the_budget():
     assert positions.numel() == 200 and torch.equal(positions, positions.unique())
     assert set(range(4)) <= set(positions.tolist()) and 511 in positions.tolist()
     assert LagKVVotes().select(cache, (10, 110), budget=500).tolist() == list(range(100))
+
+
+# -- LRSA's policy: a LagKV memory for the lower layers of the streaming prefill ---------------
+
+def _stream(memory: int, window: int, n: int = 700, chunk: int = 48, kind: str = "llama"):
+    from conftest import tiny_model
+    from ilre.prefiller import StreamingPrefiller
+
+    model = tiny_model(kind)
+    ids = torch.randint(5, 200, (n,), generator=torch.Generator().manual_seed(3))
+    prefiller = StreamingPrefiller(model, 2, sink=4, window=window, chunk_size=chunk, memory=memory)
+    return model, ids, prefiller.prefill(ids)
+
+
+def test_a_covering_window_makes_the_memory_change_nothing():
+    _, _, plain = _stream(memory=0, window=1000)
+    _, _, remembered = _stream(memory=32, window=1000)
+    assert torch.equal(plain.key_cache.keys, remembered.key_cache.keys)
+    assert all(w.memory == 0 for w in remembered.windows)
+
+
+def test_the_memory_is_bounded_and_changes_the_keys():
+    _, _, plain = _stream(memory=0, window=64)
+    _, _, remembered = _stream(memory=32, window=64)
+    for w in remembered.windows:
+        assert w.memory == 32 and w.scores.shape == (w.keys.shape[0], 32)
+        assert 4 + 32 + 64 <= w.length < 4 + 32 + 64 + LagKV.lag
+    assert not torch.allclose(plain.key_cache.keys[:, 200:], remembered.key_cache.keys[:, 200:])
+    # the first two chunks (96 tokens) saw the same cache: nothing had left the window yet
+    torch.testing.assert_close(plain.key_cache.keys[:, :96], remembered.key_cache.keys[:, :96])
+
+
+def test_the_memory_holds_lagkvs_best_of_all_history_that_left_the_window():
+    """Layer 0's keys depend on no cache, so its memory can be checked against LagKV run once on
+    the whole sequence: the best ``memory`` judged tokens of each head, in order."""
+    from ilre import arch
+
+    n, window, memory = 700, 64, 32
+    model, ids, state = _stream(memory=memory, window=window, n=n)
+    dec = arch.decoder_of(model)
+    with torch.inference_mode():
+        normed = arch.input_norm(dec.layers[0], dec.embed(ids))
+        keys = arch.project_keys(dec.layers[0], normed, dec.head_dim)
+        values = arch.project_values(dec.layers[0], normed, dec.head_dim)
+    judged = LagKV.lag * ((n - 4 - window) // LagKV.lag)
+    scores = LagKV(sink=4).scores(keys[:, :4 + judged + LagKV.lag], values[:, :4 + judged + LagKV.lag])[:, 4:4 + judged]
+    best = scores.topk(memory, dim=-1).indices.sort(dim=-1).values + 4
+    expected = keys.gather(1, best[..., None].expand(-1, -1, keys.shape[-1]))
+    torch.testing.assert_close(state.windows[0].keys[:, 4:4 + memory], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_memory_needs_a_window_of_one_lag():
+    from conftest import tiny_model
+    from ilre.prefiller import StreamingPrefiller
+
+    with pytest.raises(ValueError, match="window of at least"):
+        StreamingPrefiller(tiny_model(), 2, window=LagKV.lag - 1, memory=8)

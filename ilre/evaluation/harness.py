@@ -85,6 +85,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("ilre-q", "ILRe (sentences, question tokens)", "ilre", {"query_tokens": "question"}),
     System("ilre-exact", "ILRe (sentences, exact prefill)", "ilre", {"prefill_precision": "model"}),
     System("ilre-int8", "ILRe (sentences, int8 prefill)", "ilre", {"prefill_precision": "int8"}),
+    System("ilre-lagmem", "ILRe (sentences, LagKV memory 256)", "ilre", {"lag_memory": 256}),
     System("snapkv", "SnapKV-style", "snapkv", selector=SnapKVStyle(kernel=7, aggregate="votes")),
     System("snapkv-mean", "SnapKV-style (mean)", "snapkv", selector=SnapKVStyle(kernel=7, aggregate="mean")),
     System("snapkv-k31", "SnapKV-style (kernel 31)", "snapkv", selector=SnapKVStyle(kernel=31, aggregate="votes")),
@@ -97,9 +98,7 @@ DEFAULT_SYSTEMS = ("full", "ilre", "ilre-mk", "ilre-k7", "snapkv", "streaming", 
 
 def prefill_key(ilre) -> tuple:
     """The settings a streaming prefill depends on, as run: variants that share them share one prefill."""
-    c = ilre.config
-    precision = ilre.prefill_precision  # 'auto' resolved: 'int8' or 'model'
-    return (c.layer, c.sink, c.window, c.chunk_for(precision), precision)
+    return tuple(sorted(ilre.encoding.items()))  # 'auto' precision and chunk size resolved
 
 
 def task_key(task: Task) -> str:
