@@ -29,8 +29,9 @@ K, M = 1024, 1024 * 1024
 RECALL = ("budget", "recall_unit", "query_tokens", "max_unit_tokens", "unit_cut", "kernels", "shares", "pooling",
           "positions", "distance")
 """The ILReConfig fields that shape recall: the retrieval options of every command that recalls."""
-PREFILL = ("sink", "window", "chunk_size", "prefill_precision", "key_dtype")
-"""The ILReConfig fields of the streaming prefill (with ``layer``, what a saved index is made with)."""
+PREFILL = ("sink", "window", "lag_memory", "chunk_size", "prefill_precision", "key_dtype", "key_memory")
+"""The ILReConfig fields of the streaming prefill: with ``layer``, what a saved index is made with,
+and where the keys it makes are kept."""
 _LENGTH = re.compile(r"^(\d+(?:\.\d+)?)([km]?)$")
 
 

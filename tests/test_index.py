@@ -173,3 +173,13 @@ def test_the_python_api_encodes_saves_loads_and_answers(tiny_model_dir, tmp_path
     assert loaded.pipeline.config.window == 32 and loaded.pipeline.config.layer == 2
     assert api.answer(loaded, QUESTION).answer_tokens == api.answer(enc, QUESTION).answer_tokens \
         == api.answer(TEXT, QUESTION, model=tiny_model_dir, device="cpu", **settings).answer_tokens
+
+
+def test_an_index_made_with_a_lagkv_memory_answers_as_its_text_and_only_under_that_setting(ilre, tmp_path):
+    remembering = ilre.with_config(window=64, lag_memory=16)
+    encoded = remembering.encode(TEXT)
+    assert any(w.memory for w in encoded.state.windows)  # the memory was used
+    loaded = remembering.load_index(encoded.save(tmp_path / "book.ilre"))
+    assert remembering.answer(loaded, QUESTION).answer_tokens == remembering.answer(TEXT, QUESTION).answer_tokens
+    with pytest.raises(ValueError, match="lag_memory 16"):
+        ilre.with_config(window=64).load_index(tmp_path / "book.ilre")
