@@ -12,7 +12,9 @@ sink + window + chunk, whatever the context length. When the window covers the w
 this is exactly the model's own forward pass.
 
 A chunk's tokens see the sink, the window (the ``window`` tokens before the chunk) and the chunk
-causally: each token sees between ``window`` and ``window + chunk_size`` recent tokens.
+causally: each token sees between ``window`` and ``window + chunk_size`` recent tokens. With a
+LagKV ``memory`` (the authors' LRSA policy, off by default), each lower layer also keeps that many
+tokens of the history that left its window, chosen by LagKV: still bounded, still linear.
 """
 
 from __future__ import annotations
