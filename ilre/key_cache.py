@@ -25,8 +25,13 @@ class KeyCache:
     @classmethod
     def allocate(cls, num_kv_heads: int, length: int, head_dim: int, layer: int,
                  dtype: torch.dtype, device: torch.device | str, pin: bool = False) -> "KeyCache":
-        """``pin``: page-locked host memory, so blocks copy to an accelerator asynchronously."""
-        return cls(torch.empty(num_kv_heads, length, head_dim, dtype=dtype, device=device, pin_memory=pin), layer)
+        """``pin``: page-locked host memory, so blocks copy to an accelerator asynchronously (plain
+        memory where the backend offers none)."""
+        shape = (num_kv_heads, length, head_dim)
+        try:
+            return cls(torch.empty(shape, dtype=dtype, device=device, pin_memory=pin), layer)
+        except RuntimeError:
+            return cls(torch.empty(shape, dtype=dtype, device=device), layer)
 
     def append(self, keys: torch.Tensor) -> None:
         n = keys.shape[1]

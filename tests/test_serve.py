@@ -126,6 +126,12 @@ def test_bad_requests_get_400_and_413(tiny_model_dir):
             assert no_messages.status_code == 400
             big = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 20_000}]})
             assert big.status_code == 413
+            chunked = http.post("/v1/chat/completions", headers={"content-type": "application/json"},
+                                content=(b"x" * 4096 for _ in range(8)))  # no Content-Length: sent in chunks
+            assert chunked.status_code == 413 and "at least" in chunked.json()["error"]["message"]
+            small = http.post("/v1/chat/completions", headers={"content-type": "application/json"},
+                              content=iter([b'{"messages": [', b'{"role": "user", "content": "hi"}]}']))
+            assert small.status_code == 200, small.text
             unknown = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "q"}],
                                                               "context_id": "ctx-nope"})
             assert unknown.status_code == 404

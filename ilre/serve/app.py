@@ -91,8 +91,50 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
 
+class BodyLimit:
+    """413 for a request body over ``limit`` bytes however it comes: judged by its Content-Length
+    before it is read, and counted as it arrives when it is sent in chunks without one."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        size = dict(scope["headers"]).get(b"content-length", b"")
+        if size.isdigit() and int(size) > self.limit:
+            return await self._refuse(int(size), scope, receive, send)
+        seen, over = 0, False
+
+        async def counted():
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # the app sees a client that left, and its reply is dropped
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def unless_over(message):
+            if not over:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, unless_over)
+        except Exception:
+            if not over:
+                raise
+        if over:
+            await self._refuse(seen, scope, receive, send, "at least ")
+
+    async def _refuse(self, size: int, scope, receive, send, prefix: str = "") -> None:
+        await _error(413, f"request body of {prefix}{size} bytes is over the limit of {self.limit}")(scope, receive, send)
+
+
 def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="ILRe", version=__import__("ilre").__version__)
+    app.add_middleware(BodyLimit, limit=service.max_body_bytes)
     ilre = service.pipeline
 
     @app.exception_handler(RequestValidationError)
@@ -108,10 +150,7 @@ def create_app(service: Service) -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        """A body over the limit gets 413 before it is read; /v1 wants the API key when one is set."""
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > service.max_body_bytes:
-            return _error(413, f"request body of {int(size)} bytes is over the limit of {service.max_body_bytes}")
+        """/v1 wants the API key when one is set."""
         if service.api_key and request.url.path.startswith("/v1"):
             if request.headers.get("authorization", "") != f"Bearer {service.api_key}":
                 return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
