@@ -90,4 +90,4 @@ def test_a_real_busy_process_is_seen(monkeypatch):
     finally:
         loop.kill()
         loop.wait()
-    assert 0.6 < tuner.others < len(cpus), tuner.others
+    assert 0.6 < tuner.others <= len(cpus) + 0.2, tuner.others  # other work on the machine may add to it
