@@ -11,8 +11,9 @@ RECALL_UNITS = ("sentence", "token")
 QUERY_TOKENS = ("question", "suffix")
 """Values of ``ILReConfig.query_tokens``."""
 KEY_DTYPES = ("float16", "bfloat16", "float32")
-KEY_MEMORIES = ("auto", "device", "host")
 """Values of ``ILReConfig.key_dtype``."""
+KEY_MEMORIES = ("auto", "device", "host")
+"""Values of ``ILReConfig.key_memory``."""
 POOLINGS = ("max", "avg")
 """Values of ``ILReConfig.pooling``."""
 POSITION_SCHEMES = ("relative", "absolute")

@@ -249,19 +249,21 @@ class ILRe:
         query_rows = dec.num_heads * 64  # heads x a generous question length
         chunk = c.chunk_for(self.prefill_precision)
         hidden = dec.embed.weight.shape[1]
+        # a lower layer's cache: sink, LagKV memory (plus a partial partition waiting), window
+        cached = c.sink + c.window + (c.lag_memory + LagKV.lag - 1 if c.lag_memory else 0)
         return {
             "keys of l_R": dec.num_kv_heads * n * dec.head_dim * key_bytes,
             "token ids and offsets": n_tokens * 24,
-            "windows": 2 * c.layer * dec.num_kv_heads * (c.sink + c.lag_memory + c.window + LagKV.lag + chunk)
-                       * dec.head_dim * act,
+            "windows": 2 * c.layer * dec.num_kv_heads * (cached + chunk) * dec.head_dim * act,
             "prefill activations": 12 * chunk * max(hidden, dec.num_heads * dec.head_dim) * act
-                                   + dec.num_heads * chunk * (c.sink + c.window + chunk) * 4,
+                                   + dec.num_heads * chunk * (cached + chunk) * 4,
             "scoring": query_rows * min(c.score_block, n) * 4 + query_rows * (n // 8 + 1) * 4,
             "answer": 4 * min(c.budget, n_tokens) * hidden * dec.num_layers * act,
         }
 
-    def key_device(self, n_tokens: int) -> torch.device:
-        """Where the keys of l_R of a context of ``n_tokens`` tokens are kept (``key_memory``)."""
+    def key_device(self, n_tokens: int, need: dict[str, int] | None = None) -> torch.device:
+        """Where the keys of l_R of a context of ``n_tokens`` tokens are kept (``key_memory``);
+        ``need``: its ``memory_needed``, when the caller has it already."""
         from device.memory import available_bytes
 
         device = self.decoder.embed.weight.device
@@ -269,7 +271,7 @@ class ILRe:
             return device
         if self.config.key_memory == "host":
             return torch.device("cpu")
-        fits = sum(self.memory_needed(n_tokens).values()) <= available_bytes(str(device))
+        fits = sum((need or self.memory_needed(n_tokens)).values()) <= available_bytes(str(device))
         return device if fits else torch.device("cpu")
 
     def check_memory(self, n_tokens: int) -> None:
@@ -281,7 +283,7 @@ class ILRe:
 
         need = self.memory_needed(n_tokens)
         device = self.decoder.embed.weight.device
-        if self.key_device(n_tokens).type != device.type:
+        if self.key_device(n_tokens, need).type != device.type:
             keys, free_host = need.pop("keys of l_R"), available_bytes("cpu")
             if keys > free_host:
                 raise MemoryError(f"the keys of this context of {n_tokens} tokens need about {keys / 2**30:.2f} GiB "

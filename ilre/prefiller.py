@@ -61,6 +61,11 @@ def chunk_mask(chunk: int, cached: int, device: torch.device) -> torch.Tensor:
         from torch.nn.attention.bias import causal_lower_right
 
         return causal_lower_right(chunk, cached + chunk)
+    return dense_chunk_mask(chunk, cached, device)
+
+
+def dense_chunk_mask(chunk: int, cached: int, device: torch.device) -> torch.Tensor:
+    """``chunk_mask`` as a boolean [chunk, cached + chunk] tensor (True: attended)."""
     return torch.ones(chunk, cached + chunk, dtype=torch.bool, device=device).tril(cached)
 
 

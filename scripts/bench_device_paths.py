@@ -21,12 +21,6 @@ from ilre import cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def dense_mask(chunk: int, cached: int, device):
-    import torch
-
-    return torch.ones(chunk, cached + chunk, dtype=torch.bool, device=device).tril(cached)
-
-
 def main() -> int:
     p = cli.Parser("python scripts/bench_device_paths.py", __doc__)
     p.add_argument("--lengths", type=cli.lengths(minimum=1024), default=(32 * cli.K, 128 * cli.K),
@@ -65,7 +59,7 @@ def main() -> int:
         for n in args.lengths:
             ctx = make_context(ilre.tokenizer, n)
             row = [cli.length_label(n)]
-            for mask in (shaped, dense_mask):
+            for mask in (shaped, prefiller_module.dense_chunk_mask):
                 prefiller_module.chunk_mask = mask
                 try:
                     row.append(best(lambda: ilre.encode(ctx["text"])))

@@ -134,3 +134,14 @@ def test_the_window_prefill_keeps_the_fused_attention_kernel_on_cuda(backend):
     with sdpa_kernel([SDPBackend.MATH]):
         math = StreamingPrefiller(model, LAYER, sink=4, window=64, chunk_size=32).prefill(ids)
     _assert_close(fused.key_cache.keys, math.key_cache.keys, backend)
+
+
+def test_the_dense_chunk_mask_is_torchs_bottom_right_causal_bias():
+    """What the CPU and the NPU attend to is what CUDA's lower-right causal bias means."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    from ilre.prefiller import dense_chunk_mask
+
+    for chunk, cached in ((1, 0), (5, 0), (5, 3), (128, 260)):
+        expected = causal_lower_right(chunk, cached + chunk)._materialize(torch.device("cpu"))
+        assert torch.equal(dense_chunk_mask(chunk, cached, torch.device("cpu")), expected)
