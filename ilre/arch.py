@@ -143,3 +143,36 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
+
+
+class _Stop(Exception):
+    """Ends a forward pass at a hook (private: never leaves :func:`attention_input`)."""
+
+
+def attention_input(model: nn.Module, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
+    """What layer ``layer``'s attention reads: the normalised hidden states [T, hidden] of ``input_ids`` [T].
+
+    Runs the model's own embedding and layers ``0..layer-1`` over the whole sequence (its own
+    attention implementation, full causal attention, no cache), then stops at the input of
+    ``layer``'s self-attention: neither that attention nor any layer above it runs.
+    """
+    dec = decoder_of(model)
+    dec.check_layer(layer)
+    got: list[torch.Tensor] = []
+
+    def hook(module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        got.append(hidden[0])
+        raise _Stop
+
+    device = next(model.parameters()).device
+    handle = dec.layers[layer].self_attn.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        model.model(input_ids=input_ids.reshape(1, -1).to(device), use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not got:
+        raise UnsupportedModelError(f"layer {layer}'s self-attention was never called: cannot stop the pass there")
+    return got[0]

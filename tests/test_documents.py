@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ilre.evaluation import documents as D
+from ilre.evaluation import tasks as T
 from ilre.evaluation.tasks import Task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,9 +82,9 @@ def test_package_data_is_declared():
 
 def test_evidence_matches_across_line_breaks_and_spacing():
     text = "alpha beta\n   gamma  delta\n\nepsilon gamma delta\n"
-    assert D.find_evidence(text, "beta gamma delta") == [(6, 26)]
-    assert len(D.find_evidence(text, "gamma delta")) == 2
-    assert D.find_evidence(text, "delta alpha") == []
+    assert T.find_passage(text, "beta gamma delta") == [(6, 26)]
+    assert len(T.find_passage(text, "gamma delta")) == 2
+    assert T.find_passage(text, "delta alpha") == []
 
 
 def _check_window(text: str, span: tuple[int, int], count, length: int, depth: float) -> None:
@@ -271,3 +272,19 @@ def test_evaluate_documents_option_generates_document_tasks(monkeypatch):
     assert calls == [(3, 4096, 0), (3, 1024, 3), (3, 8192, 3)]
     with pytest.raises(ValueError, match="--documents"):
         evaluate.generate_tasks(parse(["--documents", "--tasks", "passkey"]), _Tokenizer())
+
+
+def test_passage_read_is_judged_by_location_not_by_the_answer_string():
+    passage = "The safe opens with 4-19-33."
+    context = "Elsewhere 4-19-33 appears. " + "Filler text here. " * 5 + passage + " More filler."
+    start = context.index(passage)
+    task = Task(context=context, question="q", answer_prefix="", answers=["4-19-33"], task="docs/lexical",
+                length=0, seed=0, needles=[passage])
+    assert T.passage_read(task, [(start, start + len(passage))]) == 1.0
+    assert T.passage_read(task, [(0, 27)]) == 0.0  # the answer string read, far from its passage
+    answer = context.index("4-19-33", start)
+    assert T.passage_read(task, [(answer, answer + 7)]) == 0.0  # the answer alone: under half the passage
+    assert T.passage_read(task, [(start, answer)]) == 0.0  # most of the passage, but not its answer
+    assert T.passage_read(task, [(start - 3, start + 12), (start + 12, len(context))]) == 1.0  # two ranges
+    assert T.passage_read(Task(context=context, question="q", answer_prefix="", answers=[], task="x",
+                               length=0, seed=0), [(0, len(context))]) is None

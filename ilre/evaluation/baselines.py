@@ -8,6 +8,10 @@ every selecting system keeps at most the same token budget. They differ only in 
 * :class:`BM25Chunks`: retrieval-augmented generation; ~64-token chunks ranked by BM25.
 * :class:`SnapKVStyle`: after a full prefill, the attention the last window (the question)
   pays to each context token at every layer, pooled, top tokens.
+* :class:`LagKVVotes`: after a full prefill, LagKV's per-head choices by lag-relative key and
+  value scores (no question), merged by votes.
+* :class:`GemFilter`: a full-attention pass over the prompt up to the retrieval layer only; the
+  attention the prompt's last token pays to each context token there, summed over heads, top tokens.
 * full context: every token, read by the model in one pass (:func:`full_pass`, :func:`greedy_continue`).
 
 The SnapKV-style system and full context share one full forward pass per sample
@@ -51,6 +55,11 @@ class Sample:
 
     def full_prompt(self) -> torch.Tensor:
         return torch.cat((self.prefix, self.tokens.ids, self.suffix))
+
+    def read_spans(self, positions: torch.Tensor) -> list[tuple[int, int]]:
+        """[start, end) character ranges of the context that the tokens at ``positions`` cover."""
+        offsets = self.tokens.offsets
+        return [(int(offsets[a, 0]), int(offsets[b - 1, 1])) for a, b in contiguous_runs(positions)]
 
     def kept_text(self, positions: torch.Tensor, gap: str = " ... ") -> str:
         """The context text at ``positions``, runs joined by ``gap`` (to check what was kept)."""
@@ -211,6 +220,64 @@ class LagKVVotes:
             votes.index_add_(0, kept.reshape(-1), torch.ones(kept.numel()))
         score = votes + 0.5 * torch.arange(n) / n  # the fraction only breaks ties, toward recent tokens
         return torch.sort(torch.topk(score, budget).indices).values
+
+
+@dataclass
+class GemFilter:
+    """GemFilter (Shi et al., arXiv 2409.17422): the lower layers' attention of the last token picks the tokens.
+
+    The model's layers up to a filter layer run over the whole prompt (context and question) with
+    full causal attention, no streaming; at the filter layer, the attention probabilities of the
+    prompt's last token (the query) to every context token, summed over heads, rank the context
+    tokens, and the top ``budget`` are read in their original order. The layers above the filter
+    layer never see the context. Here the filter layer is ILRe's retrieval layer and the budget
+    ILRe's, so the two differ only in how the keys are made (full attention against ILRe's
+    streaming windows) and in who asks (the last token against every question token).
+
+    No parameters of its own: the layer and the budget are given per call.
+    """
+
+    @torch.inference_mode()
+    def scores(self, model: torch.nn.Module, prompt_ids: torch.Tensor, span: tuple[int, int],
+               layer: int) -> torch.Tensor:
+        """[end - start] float32 scores of the context at ``span`` of ``prompt_ids`` [T].
+
+        The model's own attention probabilities at ``layer`` of the last prompt token (softmax
+        over every prompt key, rotary at the true positions), summed over the query heads; only
+        that one row is computed, from the layer's own q/k projections.
+        """
+        a, b = span
+        t = prompt_ids.numel()
+        if not 0 <= a <= b <= t:
+            raise ValueError(f"context span [{a}, {b}) is not within the {t}-token prompt")
+        dec = arch.decoder_of(model)
+        attn_layer = dec.layers[dec.check_layer(layer, "filter layer")]
+        hidden = arch.attention_input(model, prompt_ids, layer)  # [T, hidden], normed
+        cos, sin = arch.rope_tables(dec, torch.arange(t, device=hidden.device), hidden.dtype)
+        k = arch.rotate(arch.project_keys(attn_layer, hidden, dec.head_dim), cos, sin)  # [Hkv, T, D]
+        q = arch.rotate(arch.project_queries(attn_layer, hidden[-1:], dec.head_dim), cos[-1:], sin[-1:])  # [H, 1, D]
+        q = q.float().view(dec.num_kv_heads, dec.groups, dec.head_dim)  # query heads grouped by their KV head
+        logits = (q @ k.float().transpose(1, 2)) * float(attn_layer.self_attn.scaling)  # [Hkv, groups, T]
+        # the last token sees every key: no mask
+        return torch.softmax(logits, dim=-1).sum(dim=(0, 1))[a:b].cpu()
+
+    @staticmethod
+    def top(scores: torch.Tensor, budget: int) -> torch.Tensor:
+        """The ``budget`` best-scored positions, sorted (all of them when the budget covers the scores)."""
+        if (whole := whole_context(scores.numel(), budget)) is not None:
+            return whole
+        return torch.sort(torch.topk(scores.float().nan_to_num(nan=float("-inf")), budget).indices).values
+
+    def select(self, model: torch.nn.Module, prompt_ids: torch.Tensor, span: tuple[int, int], layer: int,
+               budget: int) -> torch.Tensor:
+        """Sorted context positions (0-based within ``span``) the answer reads.
+
+        ``prompt_ids`` is the full prompt (:meth:`Sample.full_prompt`), ``span`` the context's
+        [start, end) in it. A budget covering the context reads it whole, with no pass at all.
+        """
+        if (whole := whole_context(span[1] - span[0], budget)) is not None:
+            return whole
+        return self.top(self.scores(model, prompt_ids, span, layer), budget)
 
 
 # ---------------------------------------------------------------------------------------

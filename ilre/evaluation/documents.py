@@ -13,6 +13,7 @@ the question is worded, so tables report the two separately.
 from __future__ import annotations
 
 import bisect
+import glob
 import gzip
 import importlib.metadata
 import json
@@ -26,9 +27,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Iterable
 
-from .tasks import Task, TokenLen, derive_seed
+from .tasks import Task, TokenLen, derive_seed, find_passage
 
 DATA = "data/document_questions.json"
+HELDOUT = "data/document_questions_heldout.json"  # written before any tuning; held-out figures only
 WORDINGS = ("lexical", "paraphrase")
 DEPTH_RANGE = (0.05, 0.95)
 SNAP = 0.03  # share of the length given up, at most, to start and end on paragraph boundaries
@@ -38,6 +40,7 @@ TOLERANCE = 0.03  # a window takes between (1 - TOLERANCE) * length and length t
 # so that words and phrases stay whole and single-spaced.
 GROFF = ["groff", "-t", "-man", "-Tascii", "-rLL=78n", "-rcR=1", "-P-c", "-P-b", "-P-o", "-P-u"]
 GROFF_PREAMBLE = b".ad l\n.de ad\n..\n.nh\n.de hy\n..\n"
+INFO_TABLES = ("Tag Table:", "Indirect:", "Local Variables:")  # info's parts that are not nodes
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,8 @@ class Document:
     title: str
     source: str  # "debian" or "pypi"
     package: str
-    path: str  # inside the package: a file of a Debian package, or a file of a distribution's metadata
-    render: str  # "text" (gzip or plain), "man" (groff) or "pypi-description" (the body of METADATA)
+    path: str  # a file of a Debian package (or a glob of its parts), or a file of a distribution's metadata
+    render: str  # "text" (gzip or plain), "info" (GNU info's nodes), "man" (groff) or "pypi-description"
     version: str = ""  # the version the questions were checked against
 
     @property
@@ -74,14 +77,14 @@ class Question:
     wording: str
 
 
-def load_data() -> tuple[dict[str, Document], list[Question]]:
-    """The documents by id and the questions, in file order."""
-    raw = json.loads(files("ilre.evaluation").joinpath(DATA).read_text(encoding="utf-8"))
+def load_data(name: str = DATA) -> tuple[dict[str, Document], list[Question]]:
+    """The documents by id and the questions, in file order, of one data file (DATA or HELDOUT)."""
+    raw = json.loads(files("ilre.evaluation").joinpath(name).read_text(encoding="utf-8"))
     documents = {d["id"]: Document(**d) for d in raw["documents"]}
     questions = [Question(**q) for q in raw["questions"]]
     for q in questions:
         if q.document not in documents or q.wording not in WORDINGS:
-            raise ValueError(f"{DATA}: question {q.question!r} names an unknown document or wording")
+            raise ValueError(f"{name}: question {q.question!r} names an unknown document or wording")
     return documents, questions
 
 
@@ -89,12 +92,18 @@ def load_data() -> tuple[dict[str, Document], list[Question]]:
 # rendering
 
 
+def _natural(path: str) -> list[Any]:
+    """Sort key putting name.info-2 before name.info-10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
 def _read_file(doc: Document) -> bytes:
-    path = Path(doc.path)
-    if not path.is_file():
+    """The file, gunzipped if .gz or .dz (dictzip); a glob's matches joined in natural order."""
+    paths = sorted(glob.glob(doc.path), key=_natural) if glob.has_magic(doc.path) else [doc.path]
+    if not paths or not all(Path(p).is_file() for p in paths):
         raise doc.missing(f"{doc.path} not found")
-    data = path.read_bytes()
-    return gzip.decompress(data) if path.suffix == ".gz" else data
+    data = [Path(p).read_bytes() for p in paths]
+    return b"".join(gzip.decompress(d) if p.endswith((".gz", ".dz")) else d for p, d in zip(paths, data))
 
 
 def _clean(text: str) -> str:
@@ -107,6 +116,10 @@ def render(doc: Document) -> str:
     """The document as plain text, the same on every machine with the same package version."""
     if doc.render == "text":
         return _clean(_read_file(doc).decode("utf-8", errors="replace"))
+    if doc.render == "info":  # the nodes joined, without node separators, tag tables and index markers
+        nodes = _read_file(doc).decode("utf-8", errors="replace").split("\x1f")
+        text = "".join(n for n in nodes if not n.lstrip().startswith(INFO_TABLES))
+        return _clean(re.sub(r"\x00\x08\[index\x00\x08\]|\x00\x08", "", text))
     if doc.render == "man":
         source = _read_file(doc)
         if shutil.which(GROFF[0]) is None:
@@ -126,13 +139,6 @@ def render(doc: Document) -> str:
             raise doc.missing(f"the Python package {doc.package} is not installed")
         return _clean(meta.split("\n\n", 1)[1] if "\n\n" in meta else "")
     raise ValueError(f"document {doc.id!r}: unknown render {doc.render!r}")
-
-
-def find_evidence(text: str, evidence: str) -> list[tuple[int, int]]:
-    """Character spans where evidence occurs in text, any run of whitespace matching any other
-    (a line break of the rendered document may fall inside an excerpt)."""
-    pattern = r"\s+".join(re.escape(word) for word in evidence.split())
-    return [m.span() for m in re.finditer(pattern, text)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -251,7 +257,7 @@ def document_tasks(count_tokens: TokenLen, length: int = 4096, seed: int = 0,
     for name, text in texts.items():
         line_tokens = [count_tokens(line) for line in text.splitlines(keepends=True)]
         for index, q in enumerate(x for x in questions if x.document == name):
-            spans = find_evidence(text, q.evidence)
+            spans = find_passage(text, q.evidence)
             found = text[spans[0][0]:spans[0][1]].lower() if len(spans) == 1 else ""
             if not found or not all(a.lower() in found for a in q.answers):
                 raise ValueError(f"document {name!r}: the evidence {q.evidence!r} with its answers occurs "

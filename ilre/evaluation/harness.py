@@ -12,7 +12,8 @@ also the budget and their own parameters). When a setting changes, only the syst
 depend on it are recomputed, and rows made under other settings never mix into a table.
 
 Work is shared where the systems share it: the ILRe variants answer from one streaming
-prefill per task, and full context and the SnapKV-style recall from one full-depth pass.
+prefill per task, and full context and the SnapKV-style recall from one full-depth pass
+(GemFilter runs its own full-attention pass, up to the retrieval layer only).
 The time and memory of a shared stage are charged in full to every system that needs it,
 so each row reads as the cost of answering one question about a fresh context.
 """
@@ -33,8 +34,10 @@ from tqdm.auto import tqdm
 from device.memory import PeakMemory
 
 from ..answerer import generate
-from .tasks import Task, score, score_share
-from .baselines import BM25Chunks, LagKVVotes, Sample, SnapKVStyle, StreamingLLM, full_pass, greedy_continue
+from ..recaller import whole_context
+from .tasks import Task, passage_read, score, score_share
+from .baselines import (BM25Chunks, GemFilter, LagKVVotes, Sample, SnapKVStyle, StreamingLLM, full_pass,
+                        greedy_continue)
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +52,17 @@ class System:
 
     name: str
     label: str
-    kind: str  # "ilre", "full", "snapkv", "lagkv" or "select"
+    kind: str  # "ilre", "full", "snapkv", "lagkv", "gemfilter" or "select"
     ilre: dict[str, Any] = field(default_factory=dict)
     """ILReConfig overrides of an ILRe variant."""
     selector: Any = None
-    """StreamingLLM / BM25Chunks for kind 'select', SnapKVStyle for 'snapkv', LagKVVotes for 'lagkv'."""
+    """StreamingLLM / BM25Chunks for kind 'select', SnapKVStyle for 'snapkv', LagKVVotes for 'lagkv',
+    GemFilter for 'gemfilter'."""
 
     @property
     def capped(self) -> bool:
-        """Needs a full-depth pass over the whole context, O(L²): skipped beyond the caps."""
-        return self.kind in ("full", "snapkv", "lagkv")
+        """Needs a full-attention pass over the whole context, O(L²): skipped beyond the caps."""
+        return self.kind in ("full", "snapkv", "lagkv", "gemfilter")
 
     def settings(self, ilre) -> dict[str, Any]:
         """What this system's answers depend on, besides the task and the code."""
@@ -69,6 +73,8 @@ class System:
             out = {"instruction": c.instruction, "max_new_tokens": c.max_new_tokens}
             if self.kind != "full":
                 out.update(budget=c.budget, gap_marker=c.gap_marker, selector=repr(self.selector))
+            if self.kind == "gemfilter":
+                out.update(layer=c.layer)  # its filter layer is ILRe's retrieval layer
         return json.loads(json.dumps({"model": ilre.name, **out}))  # tuples become lists
 
     def fingerprint(self, ilre) -> str:
@@ -92,6 +98,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("lagkv", "LagKV", "lagkv", selector=LagKVVotes(lag=64, sink=4)),
     System("streaming", "StreamingLLM", "select", selector=StreamingLLM(sink=4)),
     System("rag", "RAG (BM25)", "select", selector=BM25Chunks(chunk_tokens=64)),
+    System("gemfilter", "GemFilter (layer l_R, last token)", "gemfilter", selector=GemFilter()),
 )}
 DEFAULT_SYSTEMS = ("full", "ilre", "ilre-mk", "ilre-k7", "snapkv", "streaming", "rag")
 
@@ -246,7 +253,12 @@ class Runner:
                 for s in capped:
                     yield row(s, reason)
             else:
-                yield from self._guard(capped, row, lambda: self._full(task, sample, tokenize, capped, row))
+                full = [s for s in capped if s.kind != "gemfilter"]
+                if full:
+                    yield from self._guard(full, row, lambda: self._full(task, sample, tokenize, full, row))
+                for s in capped:
+                    if s.kind == "gemfilter":
+                        yield from self._guard([s], row, lambda s=s: [self._gemfilter(task, sample, tokenize, s, row)])
         for s in selecting:
             yield from self._guard([s], row, lambda s=s: [self._select(task, sample, tokenize, s, row)])
 
@@ -270,19 +282,23 @@ class Runner:
         if task.tokens > self.max_context_tokens:
             return OVER_LENGTH
         slow = [r for r in rows.values() if r["status"] == OK and r["system"] in SYSTEMS and SYSTEMS[r["system"]].capped
-                and r["length"] < task.length and r.get("stages", {}).get("full_pass", 0) > self.max_seconds]
+                and r["length"] < task.length
+                and max(r.get("stages", {}).get(k, 0) for k in ("full_pass", "filter_pass")) > self.max_seconds]
         return OVER_TIME if slow else None
 
-    def _result(self, task: Task, kept: tuple[str, int], prediction: str, prompt_tokens: int,
+    def _result(self, task: Task, kept: tuple[str, int, list[tuple[int, int]]], prediction: str, prompt_tokens: int,
                 seconds: float, peak_mib: float, stages: dict[str, float]) -> dict:
-        """Row fields; ``kept`` is the context text the system read and its token count."""
+        """Row fields; ``kept`` is the context text the system read, its token count and its
+        character ranges in the context (where the passage read is judged)."""
         return dict(prediction=prediction, correct=score(prediction, task), share=score_share(prediction, task),
-                    kept_tokens=kept[1], kept_answers=score_share(kept[0], task), prompt_tokens=prompt_tokens,
+                    kept_tokens=kept[1], kept_answers=score_share(kept[0], task),
+                    kept_passage=passage_read(task, kept[2]), prompt_tokens=prompt_tokens,
                     time_s=round(seconds, 3), peak_mib=round(peak_mib, 1),
                     stages={k: round(v, 3) for k, v in stages.items()})
 
-    def _kept(self, sample: Sample, positions: torch.Tensor) -> tuple[str, int]:
-        return sample.kept_text(positions, self.ilre.config.gap_marker), int(positions.numel())
+    def _kept(self, sample: Sample, positions: torch.Tensor) -> tuple[str, int, list[tuple[int, int]]]:
+        return (sample.kept_text(positions, self.ilre.config.gap_marker), int(positions.numel()),
+                sample.read_spans(positions))
 
     def _generate(self, prompt: torch.Tensor) -> str:
         text, _ = generate(self.ilre.model, self.ilre.tokenizer, prompt, self.ilre.config.max_new_tokens)
@@ -306,7 +322,7 @@ class Runner:
                 answer_s = time.perf_counter() - t0
             kept = self.ilre.config.gap_marker.join(span.text for span in result.spans)
             yield row(system, **self._result(
-                task, (kept, result.recalled_tokens), result.answer, result.prompt_tokens, encode_s + answer_s,
+                task, (kept, result.recalled_tokens, [(s.start, s.end) for s in result.spans]), result.answer, result.prompt_tokens, encode_s + answer_s,
                 max(enc_mem.peak, mem.peak) / 2**20 - enc_mem.base / 2**20, result.timings))
 
     def _full(self, task: Task, sample: Sample, tokenize: float, systems: list[System],
@@ -343,9 +359,28 @@ class Runner:
                     decode = time.perf_counter() - t0
                 prefill = fp.seconds - fp.probe_seconds  # the attention probe is SnapKV's work
                 yield row(system, **self._result(
-                    task, (task.context, len(sample.tokens)), text, sample.full_prompt().numel(), tokenize + prefill + decode,
+                    task, (task.context, len(sample.tokens), [(0, len(task.context))]), text, sample.full_prompt().numel(), tokenize + prefill + decode,
                     max(pass_peak, mem.peak_mib), {"tokenize": tokenize, "full_pass": prefill, "answer": decode}))
         fp.cache = None
+
+    def _gemfilter(self, task: Task, sample: Sample, tokenize: float, system: System, row: Callable) -> dict:
+        """GemFilter at ILRe's layer and budget: a full-attention pass up to the layer, top tokens, answer."""
+        p = sample.prefix.numel()
+        span = (p, p + len(sample.tokens))
+        whole = whole_context(len(sample.tokens), self.budget)  # then no filter pass at all
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            scores = None if whole is not None else system.selector.scores(
+                self.ilre.model, sample.full_prompt(), span, self.ilre.config.layer)
+            t1 = time.perf_counter()
+            positions = whole if scores is None else system.selector.top(scores, self.budget)
+            t2 = time.perf_counter()
+            prompt = sample.prompt(positions)
+            text = self._generate(prompt)
+            t3 = time.perf_counter()
+        return row(system, **self._result(task, self._kept(sample, positions), text, prompt.numel(), tokenize + t3 - t0,
+                                          mem.peak_mib, {"tokenize": tokenize, "filter_pass": t1 - t0,
+                                                         "recall": t2 - t1, "answer": t3 - t2}))
 
     def _select(self, task: Task, sample: Sample, tokenize: float, system: System, row: Callable) -> dict:
         """A system that chooses from the text alone (StreamingLLM, RAG), then answers."""

@@ -43,6 +43,12 @@ def kept(rows: list[dict]) -> float:
     return 100.0 * mean(r["kept_answers"] for r in rows)
 
 
+def passage(rows: list[dict]) -> float:
+    """Share of the answering passages read, judged by their location (rows without one are left out)."""
+    judged = [r["kept_passage"] for r in rows if r.get("kept_passage") is not None]
+    return 100.0 * mean(judged) if judged else float("nan")
+
+
 def seconds(rows: list[dict]) -> float:
     return mean(r["time_s"] for r in rows)
 
@@ -80,6 +86,8 @@ def markdown(rows: list[dict], systems: list[System], meta: dict[str, Any]) -> s
          "averaged over the tasks (RULER's string_match_all; equal to accuracy where a task expects one string)."),
         ("Answers in what the system read (%)", kept, "{:.0f}", "Share of the expected strings present in the "
          "context tokens the system kept: a miss here is a retrieval miss, a miss above but not here is a reading miss."),
+        ("Answering passage read (%)", passage, "{:.0f}", "Share of the planted or answering passages that lie "
+         "inside what the system read, judged by where they are in the context, not by the answer string."),
         ("Time to answer (s, mean per task)", seconds, "{:.1f}",
          "Wall clock from the context text to the answer, shared stages charged in full."),
         ("Peak memory (MiB, max over tasks)", memory, "{:.0f}", "Resident memory above what the process held before "
@@ -91,7 +99,8 @@ def markdown(rows: list[dict], systems: list[System], meta: dict[str, Any]) -> s
     by_task = _group(rows, "system", "task", "length")
     pairs = sorted({(r["task"], r["length"]) for r in rows}, key=lambda p: (p[1], p[0]))
     for title, value, fmt in (("Score by task (%, RULER's metric)", ruler_score, "{:.1f}"),
-                              ("Answers in what the system read, by task (%)", kept, "{:.0f}")):
+                              ("Answers in what the system read, by task (%)", kept, "{:.0f}"),
+                              ("Answering passage read, by task (%)", passage, "{:.0f}")):
         body = []
         for task, n in pairs:
             count = len({r["key"] for r in rows if r["task"] == task and r["length"] == n})

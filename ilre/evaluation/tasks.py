@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -91,6 +92,40 @@ def score_share(prediction: str, task: Task | list[str]) -> float:
 def score(prediction: str, task: Task | list[str]) -> float:
     """1.0 when every expected string appears in the prediction, else 0.0."""
     return 1.0 if score_share(prediction, task) == 1.0 else 0.0
+
+
+def find_passage(text: str, passage: str) -> list[tuple[int, int]]:
+    """Character spans where passage occurs in text, case-insensitively, any run of whitespace
+    matching any other (a line break of a rendered document may fall inside an excerpt)."""
+    pattern = r"\s+".join(re.escape(word) for word in passage.split())
+    return [m.span() for m in re.finditer(pattern, text, flags=re.IGNORECASE)] if pattern else []
+
+
+def passage_read(task: Task, spans: Iterable[tuple[int, int]]) -> float | None:
+    """Share of the task's passages (its needles) that the reader read, judged by location.
+
+    ``spans`` are the [start, end) character ranges of the context that were read. A passage is
+    read when most of it (at least half of its characters) and every answer inside it lie in
+    those ranges. Found by where it is, not by its answer: in a long document an answer string
+    may also occur far from the passage that states it. A passage that occurs several times
+    counts as read when one of its occurrences is. None for a task without passages.
+    """
+    if not task.needles:
+        return None
+    read = sorted(spans)
+
+    def covered(a: int, b: int) -> int:
+        return sum(max(0, min(b, y) - max(a, x)) for x, y in read)
+
+    hits = 0
+    for needle in task.needles:
+        for a, b in find_passage(task.context, needle):
+            inside = task.context[a:b].lower()
+            answers = [(a + i, a + i + len(ans)) for ans in task.answers if (i := inside.find(ans.lower())) >= 0]
+            if 2 * covered(a, b) >= b - a and all(covered(x, y) == y - x for x, y in answers):
+                hits += 1
+                break
+    return hits / len(task.needles)
 
 
 # ---------------------------------------------------------------------------------------
