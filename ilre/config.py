@@ -23,7 +23,7 @@ CHOICES = {"recall_unit": RECALL_UNITS, "query_tokens": QUERY_TOKENS, "pooling":
            "positions": POSITION_SCHEMES, "prefill_precision": PREFILL_PRECISIONS,
            "key_dtype": KEY_DTYPES, "key_memory": KEY_MEMORIES}
 """The fields that take one of a few names, and those names."""
-MINIMUMS = {"layer": 0, "budget": 1, "max_unit_tokens": 1, "sink": 0, "window": 0, "lag_memory": 0, "chunk_size": 1,
+MINIMUMS = {"layer": 0, "budget": 1, "lexical_weight": 0, "lexical_context": 0, "hops": 0, "max_unit_tokens": 1, "sink": 0, "window": 0, "lag_memory": 0, "chunk_size": 1,
             "distance": 0, "score_block": 1, "max_new_tokens": 1}
 """The smallest value of each integer field (None, where a field allows it, is always allowed)."""
 
@@ -55,6 +55,16 @@ class ILReConfig:
     unit_cut: float = 0.2
     """Sentence recall stops at the first sentence scoring below this share of the best one's score,
     so a clear answer comes with few look-alikes (0 to 1; 0 takes sentences while the budget lasts)."""
+    lexical_weight: float = 1.0
+    """Weight of each sentence's BM25 match with the question (the sentence read with its
+    neighbours) added to its attention score, each scaled to its best; 0: attention alone, as in
+    the paper. Sentence recall only (docs/parameters.md)."""
+    lexical_context: int = 1
+    """Neighbouring sentences on each side read with a sentence when its words are matched."""
+    hops: int = 0
+    """Rounds of follow-up recall while the budget lasts: each adds the sentences that share a rare
+    word (a name in at most 3 sentences) with the last round's, not with the question, so that a
+    chain such as 'A = 5', 'B = A' is followed; 0: none. Sentence recall only."""
     kernels: tuple[int, ...] = (1, 7, 31)
     """Pooling kernel sizes (odd) of token recall, comma-separated; each gets a share of the budget."""
     shares: tuple[float, ...] | None = None

@@ -19,6 +19,7 @@ from .prefiller import StreamingPrefiller, StreamState
 from .prompt import ContextTokens, PromptTemplate, QueryTokens, assemble, contiguous_runs, tokenize_context
 from .key_cache import KeyCache
 from .lagkv import LagKV
+from .lexical import LexicalIndex, scaled
 from .recaller import TextUnits, UnitRecaller, whole_context
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,17 @@ class EncodedContext:
     """The ILRe that encoded it (or loaded it), which answers from it."""
     settings: dict[str, Any] = field(default_factory=dict)
     """The settings that shaped ``state`` (``ILRe.encoding``); a pipeline with others refuses it."""
+    _lexical: dict[tuple[int, int], LexicalIndex] = field(default_factory=dict, repr=False)
+
+    def lexical(self, units: TextUnits, context: int) -> LexicalIndex:
+        """The BM25 index of these units (made on first use, then kept: many questions share it)."""
+        key = (len(units), context)
+        if key not in self._lexical:
+            offsets, text = self.tokens.offsets, self.tokens.text
+            texts = [text[int(offsets[a, 0]):int(offsets[b - 1, 1])]
+                     for a, b in zip(units.starts.tolist(), units.ends.tolist())]
+            self._lexical[key] = LexicalIndex.of(texts, context)
+        return self._lexical[key]
 
     def save(self, path: str | Path) -> Path:
         """Write this encoding to ``path`` as an index file (atomically; see ilre/index.py)."""
@@ -329,7 +341,9 @@ class ILRe:
                                     query.question)
         self._sync()
         t1 = time.perf_counter()
-        positions = self.select(scores, units, encoded.tokens)
+        c = self.config
+        lexical = encoded.lexical(units, c.lexical_context) if units is not None and (c.lexical_weight or c.hops) else None
+        positions = self.select(scores, units, encoded.tokens, query.text, lexical)
         return positions, {"score": t1 - t0, "recall": time.perf_counter() - t1}
 
     def scores(self, queries: torch.Tensor, cache: KeyCache, tokens: ContextTokens, n_prefix: int,
@@ -351,12 +365,29 @@ class ILRe:
             return c.scorer().score(self.decoder, queries, cache, index, len(units) + 1)[:-1].cpu(), units
         return c.scorer().score(self.decoder, queries, cache)[n_prefix:].cpu(), None
 
-    def select(self, scores: torch.Tensor, units: TextUnits | None, tokens: ContextTokens) -> torch.Tensor:
-        """The positions the answer reads, from what :meth:`scores` gave."""
-        recaller = self.config.recaller()
-        if units is not None:
-            return recaller.take(scores, units, self.config.budget)
-        return recaller.recall(scores, self.config.budget, tokens.unit_starts())
+    def select(self, scores: torch.Tensor, units: TextUnits | None, tokens: ContextTokens, question: str = "",
+               lexical: LexicalIndex | None = None) -> torch.Tensor:
+        """The positions the answer reads, from what :meth:`scores` gave.
+
+        With ``lexical`` (the units' BM25 index), sentence recall adds each unit's match with the
+        ``question``'s words to its attention score (``lexical_weight``), then follows chains of
+        rare words for ``hops`` rounds while the budget lasts.
+        """
+        c, recaller = self.config, self.config.recaller()
+        if units is None:
+            return recaller.recall(scores, c.budget, tokens.unit_starts())
+        if (whole := whole_context(units.length, c.budget)) is not None:
+            return whole
+        if lexical is not None and c.lexical_weight:
+            scores = scaled(scores) + c.lexical_weight * scaled(lexical.scores(question))
+        chosen = found = recaller.choose(scores, units, c.budget)
+        for _ in range(c.hops if lexical is not None else 0):
+            before = len(chosen)
+            chosen = recaller.extend(chosen, lexical.linked(found, question, set(chosen)), units, c.budget)
+            found = chosen[before:]
+            if not found:
+                break
+        return recaller.positions(chosen, units)
 
     def answer(self, context: str | EncodedContext, query: str, answer_prefix: str = "",
                streamer=None, progress: bool = False) -> AnswerResult:

@@ -119,7 +119,7 @@ class PromptTemplate:
             enc = self.tokenizer(suffix, add_special_tokens=False, return_offsets_mapping=True)
         except (NotImplementedError, ValueError):  # a tokenizer without offsets
             ids = self.suffix_ids(question, answer_prefix)
-            return QueryTokens(ids, torch.ones(ids.numel(), dtype=torch.bool))
+            return QueryTokens(ids, torch.ones(ids.numel(), dtype=torch.bool), question)
         ids = torch.tensor(enc["input_ids"], dtype=torch.long)
         offsets = torch.tensor(enc["offset_mapping"], dtype=torch.long).view(-1, 2)
         start = suffix.find(question.strip()) if question.strip() else -1
@@ -127,7 +127,7 @@ class PromptTemplate:
         mask = (offsets[:, 0] < end) & (offsets[:, 1] > start)
         if start < 0 or not mask.any():  # the template hides the question's text
             mask = torch.ones(ids.numel(), dtype=torch.bool)
-        return QueryTokens(ids, mask)
+        return QueryTokens(ids, mask, question)
 
     def question_mask(self, question: str, answer_prefix: str = "") -> torch.Tensor:
         return self.query(question, answer_prefix).question
@@ -142,6 +142,8 @@ class QueryTokens:
     question: torch.Tensor
     """[T] bool: the question's own tokens; the rest attend alike whatever is asked. All true
     where the tokenizer gives no offsets or the template hides the question's text."""
+    text: str = ""
+    """The question itself, as asked (what its words are matched on)."""
 
 
 def assemble(prefix: torch.Tensor, context: torch.Tensor, positions: torch.Tensor,

@@ -151,24 +151,40 @@ class UnitRecaller:
     def units(self, unit_starts: torch.Tensor | None, length: int) -> TextUnits:
         return TextUnits.of(unit_starts, length, self.max_unit_tokens)
 
+    def choose(self, unit_scores: torch.Tensor, units: TextUnits, budget: int) -> list[int]:
+        """Indices of the best units that fit in ``budget`` (in the order taken), given a score per unit."""
+        unit_scores = _finite_order(unit_scores).cpu()
+        order = torch.argsort(unit_scores, descending=True, stable=True).tolist()
+        floor = self.cut * float(unit_scores[order[0]]) if order and self.cut else float("-inf")
+        return self.extend([], [u for u in order if unit_scores[u] >= floor], units, budget)
+
+    @staticmethod
+    def extend(chosen: list[int], candidates: list[int], units: TextUnits, budget: int) -> list[int]:
+        """``chosen`` plus the ``candidates``, in their order, that still fit in ``budget``."""
+        sizes = (units.ends - units.starts).tolist()
+        out, left = list(chosen), budget - sum(sizes[u] for u in chosen)
+        taken = set(out)
+        for u in candidates:
+            if left <= 0:
+                break
+            if u not in taken and sizes[u] <= left:
+                out.append(u)
+                taken.add(u)
+                left -= sizes[u]
+        return out
+
+    @staticmethod
+    def positions(chosen: list[int], units: TextUnits) -> torch.Tensor:
+        """Sorted token positions of the units ``chosen``."""
+        if not chosen:
+            return torch.zeros(0, dtype=torch.long)
+        return torch.cat([torch.arange(int(units.starts[u]), int(units.ends[u])) for u in sorted(chosen)])
+
     def take(self, unit_scores: torch.Tensor, units: TextUnits, budget: int) -> torch.Tensor:
         """Sorted token positions of the best units that fit in ``budget``, given a score per unit."""
         if (whole := whole_context(units.length, budget)) is not None:
             return whole
-        unit_scores = _finite_order(unit_scores).cpu()
-        order = torch.argsort(unit_scores, descending=True, stable=True).tolist()
-        floor = self.cut * float(unit_scores[order[0]]) if order and self.cut else float("-inf")
-        sizes = (units.ends - units.starts).tolist()
-        chosen, left = [], budget
-        for u in order:
-            if unit_scores[u] < floor or left == 0:
-                break
-            if sizes[u] <= left:
-                chosen.append(u)
-                left -= sizes[u]
-        if not chosen:
-            return torch.zeros(0, dtype=torch.long)
-        return torch.cat([torch.arange(int(units.starts[u]), int(units.ends[u])) for u in sorted(chosen)])
+        return self.positions(self.choose(unit_scores, units, budget), units)
 
     def recall(self, scores: torch.Tensor, budget: int, unit_starts: torch.Tensor | None = None) -> torch.Tensor:
         """Positions from one score per token: a unit scores as its best token."""

@@ -20,7 +20,6 @@ The SnapKV-style system and full context share one full forward pass per sample
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +28,7 @@ import torch
 from .. import arch
 from ..answerer import cut_repeat, repeats
 from ..prompt import ContextTokens, assemble, contiguous_runs, tokenize_context
+from ..lexical import words
 from ..recaller import pool, split_long_units, whole_context
 
 
@@ -86,14 +86,6 @@ class StreamingLLM:
         return torch.cat((torch.arange(sink), torch.arange(n - (budget - sink), n)))
 
 
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def bm25_words(text: str) -> list[str]:
-    """Lower-cased alphanumeric words: what BM25 matches on."""
-    return _WORD.findall(text.lower())
-
-
 @dataclass
 class BM25Chunks:
     """Retrieval-augmented generation: chunk the context, rank chunks by BM25 against the question.
@@ -129,8 +121,8 @@ class BM25Chunks:
             return whole
         chunks = self.chunks(sample.tokens)
         offsets, text = sample.tokens.offsets, sample.tokens.text
-        corpus = [bm25_words(text[int(offsets[a, 0]):int(offsets[b - 1, 1])]) or ["_"] for a, b in chunks]
-        scores = BM25Okapi(corpus, k1=self.k1, b=self.b).get_scores(bm25_words(sample.question))
+        corpus = [words(text[int(offsets[a, 0]):int(offsets[b - 1, 1])]) or ["_"] for a, b in chunks]
+        scores = BM25Okapi(corpus, k1=self.k1, b=self.b).get_scores(words(sample.question))
         order = sorted(range(len(chunks)), key=lambda i: -scores[i])  # stable: ties keep text order
         chosen, left = [], budget
         for i in order:

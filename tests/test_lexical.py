@@ -1,0 +1,98 @@
+"""The lexical half of sentence recall: BM25 of units with their neighbours, fusion, chain hops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from ilre.config import ILReConfig
+from ilre.lexical import LexicalIndex, scaled, words
+from ilre.pipeline import ILRe
+from ilre.recaller import TextUnits
+
+UNITS = ["The weather was mild.", "Nothing happened here.", "The vault code is 4417.",
+         "Cats sleep a lot.", "Dogs bark at night.", "Rain fell in June.", "Trees grew tall.",
+         "Boats left the harbour.", "Bread was baked daily.", "Lamps were lit at dusk."]
+
+
+def test_words_are_lowercase_alphanumerics():
+    assert words("The Vault-code: 4417!") == ["the", "vault", "code", "4417"]
+
+
+def test_the_unit_with_the_questions_rare_words_scores_best():
+    index = LexicalIndex.of(UNITS, context=0)
+    scores = index.scores("What is the vault code?")
+    assert int(scores.argmax()) == 2 and scores.shape == (len(UNITS),)
+
+
+def test_neighbours_lend_their_words():
+    alone = LexicalIndex.of(UNITS, context=0).scores("Which animals sleep?")
+    with_neighbours = LexicalIndex.of(UNITS, context=1).scores("Which animals sleep?")
+    assert alone[2] == 0 and with_neighbours[2] > 0  # unit 2 sits next to "Cats sleep a lot."
+
+
+def test_scaled_puts_the_best_at_one_and_leaves_zeros():
+    assert torch.equal(scaled(torch.tensor([1.0, 4.0, 2.0])), torch.tensor([0.25, 1.0, 0.5]))
+    assert torch.equal(scaled(torch.zeros(3)), torch.zeros(3))
+
+
+def test_linked_follows_rare_words_not_shared_with_the_question():
+    chain = ["VAR QXZ = 51306.", "Filler line one.", "VAR PLM = VAR QXZ.", "Filler line two.",
+             "VAR TRW = VAR PLM.", "Filler line three.", "VAR ABC = 777.", "VAR DEF = VAR ABC."]
+    index = LexicalIndex.of(chain, context=0)
+    question = "Which variables hold 51306?"
+    assert index.linked([0], question, {0}) == [2]
+    assert index.linked([2], question, {0, 2}) == [4]
+    assert index.linked([4], question, {0, 2, 4}) == []
+
+
+def test_negative_context_is_refused():
+    with pytest.raises(ValueError, match="context"):
+        LexicalIndex([], context=-1)
+
+
+CHAIN = ("The grass is green. " * 30 + "VAR QXZ = 51306. " + "The sky is blue. " * 30 + "VAR PLM = VAR QXZ. "
+         + "The sun is warm. " * 30 + "VAR TRW = VAR PLM. " + "The sea is deep. " * 30)
+
+
+@pytest.fixture
+def ilre(tokenizer):
+    return ILRe(tiny_model("llama"), tokenizer, ILReConfig(layer=2, budget=160, max_new_tokens=2))
+
+
+def _read(ilre, encoded, question):
+    positions, _ = ilre.recall(encoded, question)
+    return ilre.tokenizer.decode(encoded.tokens.ids[positions])
+
+
+def test_hops_follow_a_chain_that_the_first_round_misses(ilre):
+    question = "Which variables hold the value 51306?"
+    plain = ilre.with_config(hops=0, lexical_weight=50.0, unit_cut=0.5)
+    encoded = plain.encode(CHAIN)
+    first = _read(plain, encoded, question)
+    assert "51306" in first and "TRW" not in first
+    chained = _read(plain.with_config(hops=2), encoded, question)
+    assert all(name in chained for name in ("QXZ", "PLM", "TRW"))
+
+
+def test_weight_zero_is_attention_alone(ilre):
+    encoded = ilre.encode(CHAIN)
+    attention = ilre.with_config(lexical_weight=0.0)
+    queries = attention.prefiller().query_states(encoded.state, attention.template.query("What is QXZ?").ids)
+    scores, units = attention.scores(queries, encoded.state.key_cache, encoded.tokens, encoded.prefix_ids.numel())
+    expected = attention.config.recaller().take(scores, units, attention.config.budget)
+    assert torch.equal(attention.recall(encoded, "What is QXZ?")[0], expected)
+
+
+def test_a_covering_budget_still_reads_everything_with_words_and_hops(ilre):
+    covering = ilre.with_config(budget=10**6, hops=3)
+    encoded = covering.encode(CHAIN)
+    assert torch.equal(covering.recall(encoded, "What is QXZ?")[0], torch.arange(len(encoded.tokens)))
+
+
+def test_units_of_the_index_match_the_recallers(ilre):
+    encoded = ilre.encode(CHAIN)
+    units = TextUnits.of(encoded.tokens.unit_starts(), len(encoded.tokens), 128)
+    index = encoded.lexical(units, 1)
+    assert len(index) == len(units) and encoded.lexical(units, 1) is index
