@@ -151,7 +151,7 @@ def fabricated(tmp_path, monkeypatch):
         D.Question("manual", "At what time does the first boat of the day depart?", ["0715"],
                    "Ferries leave the north pier at 0715", "paraphrase"),
     ]
-    monkeypatch.setattr(D, "load_data", lambda: ({"manual": doc}, questions))
+    monkeypatch.setattr(D, "load_data", lambda name=D.DATA: ({"manual": doc}, questions))
     return doc
 
 
@@ -172,6 +172,29 @@ def test_document_tasks_are_tasks_named_by_wording(fabricated):
     assert [t.seed for t in other] != [t.seed for t in tasks]
 
 
+def test_whole_documents_are_the_context_with_the_passage_located(fabricated):
+    tasks = D.document_tasks(words, None, seed=5)
+    text = D.render(fabricated)
+    assert [t.task for t in tasks] == ["whole/lexical", "whole/paraphrase"]
+    for t in tasks:
+        assert t.context == text and t.length == t.tokens == words(text)
+        start = T.find_passage(text, t.needles[0])[0][0]
+        assert t.depth == round(start / len(text), 4)
+        assert T.passage_read(t, [(0, len(text))]) == 1.0
+
+
+def test_the_heldout_set_is_disjoint_from_the_tuning_set_and_balanced():
+    tuning_docs, tuning = D.load_data(D.DATA)
+    docs, questions = D.load_data(D.HELDOUT)
+    assert not set(docs) & set(tuning_docs) and len(docs) >= 6 and len(questions) >= 48
+    assert not {q.question for q in questions} & {q.question for q in tuning}
+    for name in docs:
+        mine = [q.wording for q in questions if q.document == name]
+        assert len(mine) >= 8 and mine.count("lexical") == mine.count("paraphrase")
+    for q in questions:
+        assert all(a.lower() in q.evidence.lower() for a in q.answers)
+
+
 def test_a_changed_document_is_reported(fabricated):
     Path(fabricated.path).write_bytes(gzip.compress(b"nothing of the kind\n"))
     with pytest.raises(ValueError, match="not once"):
@@ -183,7 +206,7 @@ def test_missing_documents_raise_one_error_naming_the_packages(monkeypatch, tmp_
         "a": D.Document("a", "doc a", "debian", "some-doc-package", str(tmp_path / "absent.txt.gz"), "text"),
         "b": D.Document("b", "doc b", "pypi", "no-such-distribution-xyz", "METADATA", "pypi-description"),
     }
-    monkeypatch.setattr(D, "load_data", lambda: (docs, []))
+    monkeypatch.setattr(D, "load_data", lambda name=D.DATA: (docs, []))
     with pytest.raises(ValueError) as err:
         D.document_tasks(words)
     message = str(err.value)
@@ -261,15 +284,18 @@ def test_evaluate_documents_option_generates_document_tasks(monkeypatch):
     evaluate = _evaluate_script()
     calls = []
 
-    def fake(count, length=4096, seed=0):
-        calls.append((count("a b c"), length, seed))
+    def fake(count, length=4096, seed=0, data=D.DATA):
+        calls.append((count("a b c"), length, seed, data))
         return [Task("ctx", "q?", "", ["a"], "docs/lexical", length, seed)]
 
     monkeypatch.setattr(D, "document_tasks", fake)
     parse = evaluate.build_parser().parse_args
     assert len(evaluate.generate_tasks(parse(["--documents"]), _Tokenizer())) == 1
     evaluate.generate_tasks(parse(["--documents", "--lengths", "1K,8K", "--seed", "3"]), _Tokenizer())
-    assert calls == [(3, 4096, 0), (3, 1024, 3), (3, 8192, 3)]
+    evaluate.generate_tasks(parse(["--documents", "--whole", "--questions", "heldout"]), _Tokenizer())
+    assert calls == [(3, 4096, 0, D.DATA), (3, 1024, 3, D.DATA), (3, 8192, 3, D.DATA), (3, None, 0, D.HELDOUT)]
+    with pytest.raises(ValueError, match="--lengths"):
+        evaluate.generate_tasks(parse(["--documents", "--whole", "--lengths", "4K"]), _Tokenizer())
     with pytest.raises(ValueError, match="--documents"):
         evaluate.generate_tasks(parse(["--documents", "--tasks", "passkey"]), _Tokenizer())
 

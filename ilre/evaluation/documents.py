@@ -230,16 +230,18 @@ def cut_window(text: str, span: tuple[int, int], count: TokenLen, length: int, d
 # the tasks
 
 
-def document_tasks(count_tokens: TokenLen, length: int = 4096, seed: int = 0,
-                   documents: Iterable[str] | None = None) -> list[Task]:
-    """One task per question: a window of about length tokens of its document (measured with
-    count_tokens) that holds the evidence at a depth drawn from seed.
+def document_tasks(count_tokens: TokenLen, length: int | None = 4096, seed: int = 0,
+                   documents: Iterable[str] | None = None, data: str = DATA) -> list[Task]:
+    """One task per question of ``data``: a window of about length tokens of its document
+    (measured with count_tokens) that holds the evidence at a depth drawn from seed, named
+    docs/<wording>; with length None, the whole document, named whole/<wording>, its length the
+    document's token count (so a table has a column per document).
 
     documents picks some by id (default: all). Documents that are not on this machine raise
     one ValueError naming the packages to install. A document whose text no longer holds an
     evidence excerpt once, with its answers (another version of the package), raises too.
     """
-    docs, questions = load_data()
+    docs, questions = load_data(data)
     wanted = list(docs) if documents is None else list(documents)
     unknown = [d for d in wanted if d not in docs]
     if unknown:
@@ -255,17 +257,23 @@ def document_tasks(count_tokens: TokenLen, length: int = 4096, seed: int = 0,
         raise ValueError("\n".join(missing))
     out = []
     for name, text in texts.items():
-        line_tokens = [count_tokens(line) for line in text.splitlines(keepends=True)]
+        whole = count_tokens(text) if length is None else 0
+        line_tokens = [count_tokens(line) for line in text.splitlines(keepends=True)] if length else None
         for index, q in enumerate(x for x in questions if x.document == name):
             spans = find_passage(text, q.evidence)
             found = text[spans[0][0]:spans[0][1]].lower() if len(spans) == 1 else ""
             if not found or not all(a.lower() in found for a in q.answers):
                 raise ValueError(f"document {name!r}: the evidence {q.evidence!r} with its answers occurs "
                                  f"{len(spans)} times, not once (version {docs[name].version} expected)")
+            evidence = text[spans[0][0]:spans[0][1]]  # as it appears in the text, line breaks and all
+            if length is None:
+                out.append(Task(context=text, question=q.question, answer_prefix="", answers=list(q.answers),
+                                task=f"whole/{q.wording}", length=whole, seed=seed, needles=[evidence],
+                                depth=round(spans[0][0] / len(text), 4), tokens=whole))
+                continue
             task_seed = derive_seed(seed, "docs", name, index, length)
             depth = random.Random(task_seed).uniform(*DEPTH_RANGE)
             window, tokens, actual = cut_window(text, spans[0], count_tokens, length, depth, line_tokens)
-            evidence = text[spans[0][0]:spans[0][1]]  # as it appears in the window, line breaks and all
             out.append(Task(context=window, question=q.question, answer_prefix="", answers=list(q.answers),
                             task=f"docs/{q.wording}", length=length, seed=task_seed, needles=[evidence],
                             depth=round(actual, 4), tokens=tokens))

@@ -189,6 +189,11 @@ class Runner:
     """... and at every length above one where a sample of theirs took longer than this."""
     threads: int = 1
     progress: bool = True
+    index_dir: Path | None = None
+    """Where ILRe's encodings are saved as index files and read back (whole documents, asked many
+    questions: each is encoded once); None encodes each task's context afresh."""
+    _last: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The last context's sample and encodings, reused while tasks share that context."""
 
     @property
     def budget(self) -> int:
@@ -280,7 +285,11 @@ class Runner:
                     yield row(s, f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
 
     def _sample(self, task: Task) -> Sample:
-        return Sample.of(self.ilre, task.context, task.question, task.answer_prefix)
+        last = self._last.get("sample")
+        if last is not None and last.tokens.text == task.context:  # the same long context: tokenised once
+            return replace(Sample.of(self.ilre, "", task.question, task.answer_prefix), tokens=last.tokens)
+        self._last["sample"] = Sample.of(self.ilre, task.context, task.question, task.answer_prefix)
+        return self._last["sample"]
 
     def _over_cap(self, task: Task, rows: dict) -> str | None:
         if task.tokens > self.max_context_tokens:
@@ -308,6 +317,25 @@ class Runner:
         text, _ = generate(self.ilre.model, self.ilre.tokenizer, prompt, self.ilre.config.max_new_tokens)
         return text
 
+    def _encoding(self, variant, context: str, key: tuple):
+        """The context encoded by ``variant``: afresh, or (with ``index_dir``) once, saved as an
+        index and read back for later tasks on the same context (kept in memory while they last)."""
+        if self.index_dir is None:
+            return variant.encode(context)
+        name = hashlib.blake2b(json.dumps([context, key]).encode(), digest_size=8).hexdigest()
+        if name in self._last.get("encodings", {}):
+            return self._last["encodings"][name]
+        path = self.index_dir / f"{name}.ilre"
+        if path.is_file():
+            encoded = variant.load_index(path)
+        else:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            log.info("encoding a context of %d characters once, into %s", len(context), path)
+            encoded = variant.encode(context, progress=self.progress)
+            encoded.save(path)
+        self._last["encodings"] = {name: encoded}
+        return encoded
+
     def _ilre(self, task: Task, sample: Sample, variants: list[System], row: Callable) -> Iterable[dict]:
         """The ILRe variants, answering from one streaming prefill per prefill setting."""
         encodings: dict[tuple, tuple] = {}
@@ -317,7 +345,7 @@ class Runner:
             if key not in encodings:
                 with PeakMemory() as enc_mem:
                     t0 = time.perf_counter()
-                    encoded = variant.encode(task.context)
+                    encoded = self._encoding(variant, task.context, key)
                     encodings[key] = (encoded, time.perf_counter() - t0, enc_mem)
             encoded, encode_s, enc_mem = encodings[key]
             with PeakMemory(base=enc_mem.base) as mem:
