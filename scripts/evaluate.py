@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --documents: ask every question of its whole document, encoded once as a saved "
                         "index in the results folder (indexes/), instead of a window; full context and the "
                         "other O(L²) systems are skipped over --max-context-tokens")
+    w.add_argument("--document-ids", type=lambda v: [x for x in v.split(",") if x], default=None, metavar="IDS",
+                   help="with --documents: comma-separated ids of the documents to ask about (as in the question "
+                        "set's file); default: all of the set's")
     w.add_argument("--ruler", type=Path, default=None, metavar="PATH",
                    help="a checkout of NVIDIA's RULER (github.com/NVIDIA/RULER): run RULER's own generators "
                         "offline for --ruler-tasks at each of --lengths (default 4K, RULER's max_seq_length: "
@@ -152,8 +155,8 @@ def generate_tasks(args: argparse.Namespace, tokenizer) -> list[Task]:
         if args.whole:
             if args.lengths:
                 raise ValueError("--whole asks about whole documents: it takes no --lengths")
-            return document_tasks(count, None, seed=args.seed, data=data)
-        return [t for n in args.lengths or (4 * K,) for t in document_tasks(count, n, seed=args.seed, data=data)]
+            return document_tasks(count, None, args.seed, args.document_ids, data)
+        return [t for n in args.lengths or (4 * K,) for t in document_tasks(count, n, args.seed, args.document_ids, data)]
     out: list[Task] = []
     for grid in grids(args):
         out += make_tasks(grid.tasks, grid.lengths, grid.samples, count, seed=args.seed)
@@ -191,8 +194,8 @@ def write_report(folder: Path, systems: list[System], fingerprints: dict[str, st
 
 
 def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
-    if (args.whole or args.questions != "tuning") and not args.documents:
-        raise ValueError("--whole and --questions choose real-document tasks: add --documents")
+    if (args.whole or args.questions != "tuning" or args.document_ids) and not args.documents:
+        raise ValueError("--whole, --questions and --document-ids choose real-document tasks: add --documents")
     if args.ruler_tasks and args.ruler is None:
         raise ValueError("--ruler-tasks needs --ruler, the path of a RULER checkout")
     if args.ruler is not None and not args.report_only:

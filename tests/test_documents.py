@@ -284,7 +284,7 @@ def test_evaluate_documents_option_generates_document_tasks(monkeypatch):
     evaluate = _evaluate_script()
     calls = []
 
-    def fake(count, length=4096, seed=0, data=D.DATA):
+    def fake(count, length=4096, seed=0, documents=None, data=D.DATA):
         calls.append((count("a b c"), length, seed, data))
         return [Task("ctx", "q?", "", ["a"], "docs/lexical", length, seed)]
 

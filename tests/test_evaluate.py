@@ -18,6 +18,7 @@ from ilre.answerer import generate
 from ilre.evaluation import baselines as B
 from ilre.evaluation import harness as H
 from ilre.evaluation.report import markdown
+from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
 from ilre.prompt import ContextTokens, tokenize_context
 from ilre.evaluation.tasks import Task, read_jsonl, score
@@ -290,3 +291,21 @@ def test_ilre_variants_share_a_prefill_only_when_its_settings_match(tmp_path, ti
     # 'auto' is int8 on this CPU: ilre, ilre-mk and ilre-int8 share one prefill, the exact one streams its own.
     assert sorted(calls[warm_up:]) == ["auto", "model"]
     assert {r["system"] for r in rows_of(out) if r["status"] == "ok"} == {"ilre", "ilre-mk", "ilre-exact", "ilre-int8"}
+
+
+def test_a_shared_context_is_encoded_once_into_an_index_and_read_back(tmp_path, monkeypatch):
+    ilre = ILRe(tiny_model("llama"), tiny_tokenizer(), ILReConfig(layer=2, budget=32, max_new_tokens=3))
+    context = "The lamp is green. " * 40 + "The code is 4417. " + "The sea is calm. " * 40
+    tasks = [Task(context, q, "", ["4417"], "whole/lexical", 900, 0, needles=["The code is 4417."])
+             for q in ("What is the code?", "Which code is it?")]
+    encodes = []
+    real = ILRe.encode
+    monkeypatch.setattr(ILRe, "encode", lambda self, text, *a, **k: encodes.append(text == context) or real(self, text, *a, **k))
+    systems = [H.SYSTEMS["ilre"], H.SYSTEMS["rag"]]
+    rows = H.Runner(ilre, H.Store(tmp_path / "a"), systems, progress=False, index_dir=tmp_path / "idx").run(tasks)
+    assert sum(encodes) == 1 and len(list((tmp_path / "idx").glob("*.ilre"))) == 1
+    assert {r["status"] for r in rows.values()} == {H.OK} and len(rows) == 4
+    fresh = H.Runner(ilre, H.Store(tmp_path / "b"), systems, progress=False, index_dir=tmp_path / "idx").run(tasks)
+    assert sum(encodes) == 1  # the second run reads the index
+    for key, row in rows.items():
+        assert fresh[key]["prediction"] == row["prediction"] and fresh[key]["kept_passage"] == row["kept_passage"]
