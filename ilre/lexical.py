@@ -7,6 +7,11 @@ otherwise. ILRe's sentence recall adds the two (docs/parameters.md measures each
 A unit is matched with its neighbours on each side (``context``): a sentence alone is too short
 for BM25's statistics, and the words that tie it to the question are often in the sentence before.
 Its own words count twice, so that it ranks above the neighbours that borrow them.
+
+The index is a few flat arrays (every unit's word ids, unit after unit), so that a million-token
+context is matched in numpy without a Python loop per unit, and a saved index stores it as it is.
+Its scores are BM25 Okapi exactly as rank_bm25 computes them over the same neighbourhoods
+(tests/test_lexical.py checks it).
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 _WORD = re.compile(r"[a-z0-9]+")
 
 RARE = 3
 """A word in at most this many units names something (a variable, a key, a term): it links them."""
+EMPTY = "_"
+"""The one word of a neighbourhood without words (rank_bm25 needs one; it matches no question)."""
 
 
 def words(text: str) -> list[str]:
@@ -36,60 +44,104 @@ def scaled(scores: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LexicalIndex:
-    """BM25 over a context's units, each unit read with ``context`` neighbours on each side
-    (its own words counted twice).
+    """BM25 over a context's units, each read with ``context`` neighbours on each side (its own
+    words counted twice). Built once per context and unit split, then asked many questions."""
 
-    Built once per context and unit split (``EncodedContext.lexical``), then asked many questions.
-    """
-
-    unit_words: list[list[str]]
+    vocab: list[str]
+    word_ids: np.ndarray
+    """[N] int32: the id in ``vocab`` of every unit's words, unit after unit."""
+    bounds: np.ndarray
+    """[U + 1] int64: unit u's words are ``word_ids[bounds[u]:bounds[u + 1]]``."""
     context: int = 1
     k1: float = 1.5
     b: float = 0.75
-    _bm25: object = field(default=None, repr=False)
-    _postings: dict[str, list[int]] | None = field(default=None, repr=False)
+    epsilon: float = 0.25
+    """BM25 Okapi's parameters, rank_bm25's defaults."""
+    _ids: dict[str, int] = field(default_factory=dict, repr=False)
+    _stats: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.context < 0:
             raise ValueError(f"context must be at least 0, got {self.context}")
+        self._ids = {w: i for i, w in enumerate(self.vocab)}
 
     @classmethod
     def of(cls, texts: list[str], context: int = 1) -> "LexicalIndex":
-        return cls([words(t) for t in texts], context)
+        ids: dict[str, int] = {}
+        flat: list[int] = []
+        bounds = [0]
+        for text in texts:
+            flat.extend(ids.setdefault(w, len(ids)) for w in words(text))
+            bounds.append(len(flat))
+        return cls(list(ids), np.asarray(flat, dtype=np.int32), np.asarray(bounds, dtype=np.int64), context)
+
+    def with_context(self, context: int) -> "LexicalIndex":
+        """The same words, matched with another neighbourhood."""
+        return LexicalIndex(self.vocab, self.word_ids, self.bounds, context, self.k1, self.b, self.epsilon)
 
     def __len__(self) -> int:
-        return len(self.unit_words)
+        return len(self.bounds) - 1
+
+    def _spread(self, per_unit: np.ndarray) -> np.ndarray:
+        """Per unit values summed over each unit's neighbourhood, its own counted twice."""
+        c = self.context
+        kernel = np.ones(2 * c + 1)
+        kernel[c] = 2
+        return np.convolve(per_unit.astype(np.float64), kernel, mode="full")[c:c + len(per_unit)]
+
+    def _unit_of_word(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.bounds))
+
+    def stats(self) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """(neighbourhood lengths, their mean, idf of every vocab word, the unit of every word)."""
+        if self._stats is None:
+            n = len(self)
+            units = self._unit_of_word()
+            doc_len = self._spread(np.diff(self.bounds))
+            empty = doc_len == 0
+            doc_len[empty] = 1  # the EMPTY word
+            # df: the neighbourhoods holding each word = the union of [u - c, u + c] over its units
+            pairs = np.unique(self.word_ids.astype(np.int64) * n + units)
+            term, unit = pairs // max(n, 1), pairs % max(n, 1)
+            start, end = np.maximum(unit - self.context, 0), np.minimum(unit + self.context, n - 1)
+            nxt = np.append(start[1:], n + 1)
+            same = np.append(term[1:] == term[:-1], False)
+            cover = np.where(same, np.minimum(end, nxt - 1), end) - start + 1
+            df = np.bincount(term, weights=cover, minlength=len(self.vocab))
+            if empty.any():
+                df = np.append(df, empty.sum())
+            idf = np.log(n - df + 0.5) - np.log(df + 0.5)
+            idf[idf < 0] = self.epsilon * idf.mean()
+            self._stats = (doc_len, float(doc_len.mean()), idf, units)
+        return self._stats
 
     def scores(self, question: str) -> torch.Tensor:
         """BM25 of every unit (with its neighbours) against the question, [U] float32."""
-        if not self.unit_words:
+        if len(self) == 0:
             return torch.zeros(0)
-        if self._bm25 is None:
-            from rank_bm25 import BM25Okapi
-
-            c, w = self.context, self.unit_words
-            # the unit's own words twice, its neighbours' once: a neighbour never ties with the unit
-            docs = [[x for part in (*w[max(0, i - c):i], w[i], *w[i:i + c + 1]) for x in part] or ["_"]
-                    for i in range(len(w))]
-            self._bm25 = BM25Okapi(docs, k1=self.k1, b=self.b)
-        return torch.from_numpy(self._bm25.get_scores(words(question))).float()
+        doc_len, avgdl, idf, units = self.stats()
+        norm = self.k1 * (1 - self.b + self.b * doc_len / avgdl)
+        out = np.zeros(len(self))
+        for w in words(question):
+            i = self._ids.get(w)
+            if i is None:
+                continue
+            tf = self._spread(np.bincount(units[self.word_ids == i], minlength=len(self)))
+            out += idf[i] * tf * (self.k1 + 1) / (tf + norm)
+        return torch.from_numpy(out).float()
 
     def linked(self, found: list[int], question: str, exclude: set[int]) -> list[int]:
         """Units that share a rare word (in at most ``RARE`` units) with the units ``found``, not
         with the question: the next links of a chain. Most shared rare words first, then text order."""
-        if self._postings is None:
-            postings: dict[str, list[int]] = {}
-            for u, ws in enumerate(self.unit_words):
-                for x in set(ws):
-                    postings.setdefault(x, []).append(u)
-            self._postings = postings
-        asked = set(words(question))
-        counts: dict[int, int] = {}
-        for u in found:
-            for x in set(self.unit_words[u]) - asked:
-                units = self._postings.get(x, ())
-                if len(units) <= RARE:
-                    for v in units:
-                        if v not in exclude:
-                            counts[v] = counts.get(v, 0) + 1
-        return sorted(counts, key=lambda v: (-counts[v], v))
+        asked = {self._ids[w] for w in words(question) if w in self._ids}
+        mine = {int(i) for u in found for i in self.word_ids[self.bounds[u]:self.bounds[u + 1]]} - asked
+        if not mine:
+            return []
+        units = self.stats()[3]
+        hit = np.isin(self.word_ids, np.fromiter(mine, dtype=np.int32))
+        pairs = np.unique(self.word_ids[hit].astype(np.int64) * len(self) + units[hit])
+        term, unit = pairs // len(self), pairs % len(self)
+        rare = np.isin(term, np.flatnonzero(np.bincount(term) <= RARE)) & ~np.isin(unit, list(exclude))
+        counts = np.bincount(unit[rare], minlength=len(self))
+        linked = np.flatnonzero(counts)
+        return [int(u) for u in linked[np.argsort(-counts[linked], kind="stable")]]

@@ -67,16 +67,22 @@ class EncodedContext:
     settings: dict[str, Any] = field(default_factory=dict)
     """The settings that shaped ``state`` (``ILRe.encoding``); a pipeline with others refuses it."""
     _lexical: dict[tuple[int, int], LexicalIndex] = field(default_factory=dict, repr=False)
+    """The words of each unit split asked about (by ``_units_key``); a saved index brings its own."""
+
+    @staticmethod
+    def _units_key(units: TextUnits) -> tuple[int, int]:
+        return len(units), int(units.starts.sum())
 
     def lexical(self, units: TextUnits, context: int) -> LexicalIndex:
         """The BM25 index of these units (made on first use, then kept: many questions share it)."""
-        key = (len(units), context)
+        key = self._units_key(units)
         if key not in self._lexical:
             offsets, text = self.tokens.offsets, self.tokens.text
             texts = [text[int(offsets[a, 0]):int(offsets[b - 1, 1])]
                      for a, b in zip(units.starts.tolist(), units.ends.tolist())]
             self._lexical[key] = LexicalIndex.of(texts, context)
-        return self._lexical[key]
+        index = self._lexical[key]
+        return index if index.context == context else index.with_context(context)
 
     def save(self, path: str | Path) -> Path:
         """Write this encoding to ``path`` as an index file (atomically; see ilre/index.py)."""
@@ -93,9 +99,18 @@ class EncodedContext:
                    "text": torch.frombuffer(bytearray(text), dtype=torch.uint8)}
         for i, w in enumerate(state.windows):
             tensors[f"window.{i}.keys"], tensors[f"window.{i}.values"] = w.keys, w.values
+        units = ilre.config.recaller().units(self.tokens.unit_starts(), len(self.tokens)) \
+            if ilre.config.recall_unit == "sentence" else None
+        if units is not None:  # the words of its sentences, so that a load need not find them again
+            words = self.lexical(units, ilre.config.lexical_context)
+            tensors.update({"words.ids": torch.from_numpy(words.word_ids), "words.bounds": torch.from_numpy(words.bounds),
+                            "words.vocab": torch.frombuffer(bytearray("\n".join(words.vocab).encode()) or bytearray(1),
+                                                            dtype=torch.uint8)})
         meta = {"ilre_version": __version__, "model": ilre.identity, "settings": self.settings,
                 "context": {"sha256": hashlib.sha256(text).hexdigest(),
                             "tokens": len(self.tokens), "characters": len(self.tokens.text)}}
+        if units is not None:
+            meta["words"] = {"units": list(self._units_key(units))}
         return index.write(path, tensors, meta)
 
 
@@ -195,8 +210,14 @@ class ILRe:
                    for i in range(self.config.layer)]
         keys = tensors["keys"].to(self.key_device(len(tokens)))
         state = StreamState(windows, KeyCache(keys, self.config.layer, keys.shape[1]), keys.shape[1])
-        return EncodedContext(tokens, tensors["prefix_ids"], state, {"load": time.perf_counter() - t0}, self,
-                              meta["settings"])
+        encoded = EncodedContext(tokens, tensors["prefix_ids"], state, {"load": time.perf_counter() - t0}, self,
+                                 meta["settings"])
+        if "words" in meta and "words.ids" in tensors:
+            vocab = bytes(tensors["words.vocab"].numpy()).decode("utf-8")
+            encoded._lexical[tuple(meta["words"]["units"])] = LexicalIndex(
+                vocab.split("\n") if tensors["words.ids"].numel() else [], tensors["words.ids"].numpy(),
+                tensors["words.bounds"].numpy(), self.config.lexical_context)
+        return encoded
 
     def with_config(self, **overrides) -> "ILRe":
         """The same model, tokenizer and int8 copies under another configuration (checked)."""

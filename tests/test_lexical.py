@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import tiny_model
 from ilre.config import ILReConfig
@@ -47,9 +49,23 @@ def test_linked_follows_rare_words_not_shared_with_the_question():
     assert index.linked([4], question, {0, 2, 4}) == []
 
 
+@settings(max_examples=80, deadline=None)
+@given(units=st.lists(st.lists(st.sampled_from(["ab", "cd", "ef", "gh", "ij", "k1", "z9"]), max_size=6),
+                      min_size=1, max_size=25),
+       context=st.integers(0, 3), question=st.lists(st.sampled_from(["ab", "cd", "k1", "zz", "ef"]), max_size=5))
+def test_scores_are_rank_bm25s_okapi_over_the_same_neighbourhoods(units, context, question):
+    from rank_bm25 import BM25Okapi
+
+    docs = [[w for part in (*units[max(0, i - context):i], units[i], *units[i:i + context + 1]) for w in part]
+            or ["_"] for i in range(len(units))]
+    expected = BM25Okapi(docs).get_scores(question)
+    got = LexicalIndex.of([" ".join(u) for u in units], context).scores(" ".join(question))
+    assert torch.allclose(got.double(), torch.from_numpy(expected), rtol=1e-5, atol=1e-6)
+
+
 def test_negative_context_is_refused():
     with pytest.raises(ValueError, match="context"):
-        LexicalIndex([], context=-1)
+        LexicalIndex.of([], context=-1)
 
 
 CHAIN = ("The grass is green. " * 30 + "VAR QXZ = 51306. " + "The sky is blue. " * 30 + "VAR PLM = VAR QXZ. "
@@ -96,3 +112,14 @@ def test_units_of_the_index_match_the_recallers(ilre):
     units = TextUnits.of(encoded.tokens.unit_starts(), len(encoded.tokens), 128)
     index = encoded.lexical(units, 1)
     assert len(index) == len(units) and encoded.lexical(units, 1) is index
+
+
+def test_a_saved_index_carries_the_words_and_recalls_alike(ilre, tmp_path):
+    encoded = ilre.encode(CHAIN)
+    question = "Which variables hold the value 51306?"
+    chained = ilre.with_config(hops=2)
+    expected = chained.recall(encoded, question)[0]
+    path = encoded.save(tmp_path / "chain.ilre")
+    loaded = chained.load_index(path)
+    assert loaded._lexical  # the words came with the file, not found again
+    assert torch.equal(chained.recall(loaded, question)[0], expected)
