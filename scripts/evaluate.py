@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "offline for --ruler-tasks at each of --lengths (default 4K, RULER's max_seq_length: "
                         "prompt plus answer) with --samples and --seed, instead of the project's tasks; "
                         "default folder: results/ruler")
+    w.add_argument("--ruler-haystack", type=Path, default=None, metavar="FILE",
+                   help="with --ruler: a plain text file that replaces the essays of the essay haystack; "
+                        "default: Newton's Opticks from Go's source tree (golang-src)")
     w.add_argument("--ruler-tasks", type=cli.names(ruler.RULER_TASKS, "RULER task"), default=None,
                    help=f"comma-separated RULER tasks for --ruler; default: all of {', '.join(ruler.RULER_TASKS)}")
     w.add_argument("--systems", type=cli.names(tuple(SYSTEMS), "system"), default=DEFAULT_SYSTEMS,
@@ -144,7 +147,7 @@ def generate_tasks(args: argparse.Namespace, tokenizer) -> list[Task]:
         if args.tasks or args.documents:
             raise ValueError("--ruler runs RULER's tasks: choose them with --ruler-tasks, not --tasks or --documents")
         return ruler.generate(args.ruler, tokenizer, args.ruler_tasks or ruler.RULER_TASKS, args.lengths or (4 * K,),
-                              args.samples or 1, seed=args.seed)
+                              args.samples or 1, seed=args.seed, haystack=args.ruler_haystack)
     count = tokenizer_len_for(tokenizer)
     if args.documents:
         from ilre.evaluation.documents import DATA, HELDOUT, document_tasks
@@ -196,6 +199,8 @@ def write_report(folder: Path, systems: list[System], fingerprints: dict[str, st
 def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     if (args.whole or args.questions != "tuning" or args.document_ids) and not args.documents:
         raise ValueError("--whole, --questions and --document-ids choose real-document tasks: add --documents")
+    if args.ruler_haystack is not None and not args.ruler_haystack.is_file():
+        raise ValueError(f"--ruler-haystack {args.ruler_haystack} is not a file: pass a plain text file")
     if args.ruler_tasks and args.ruler is None:
         raise ValueError("--ruler-tasks needs --ruler, the path of a RULER checkout")
     if args.ruler is not None and not args.report_only:

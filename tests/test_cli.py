@@ -103,7 +103,9 @@ def test_json_record(capsys, context, tiny_model_dir):
     assert main(argv) == 0
     out = capsys.readouterr().out
     record = json.loads(out)
-    assert record["layer"] == 2 and record["recalled_tokens"] == 30
+    # Whole sentences within the budget, the one that holds the code among them (its words match).
+    assert record["layer"] == 2 and 0 < record["recalled_tokens"] <= 30
+    assert any("4417" in span["text"] for span in record["spans"])
     assert record["context_tokens"] == len(TEXT.encode())
     assert set(record["timings"]) == {"tokenize", "prefill", "score", "recall", "answer"}
     for span in record["spans"]:

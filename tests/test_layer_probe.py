@@ -182,7 +182,8 @@ def test_one_prefill_per_sample_serves_every_layer(monkeypatch):
 @pytest.mark.parametrize("recall_unit, kernels, mode", [("sentence", (1, 7, 31), "sentence"),
                                                        ("token", (1, 7, 31), "multi"), ("token", (1,), "single")])
 def test_probe_recall_is_what_the_pipeline_recalls(recall_unit, kernels, mode):
-    """Each layer's recall equals the needle share of ILRe.recall's own positions at that layer."""
+    """Each layer's recall equals the needle share of ILRe.recall's own positions at that layer
+    (attention alone: the probe leaves the question's words out)."""
     model, tok = retriever(2)
     layers = [0, 2, 3]
     # A window shorter than the context, so the streaming (not a plain forward pass) is what is compared.
@@ -192,7 +193,7 @@ def test_probe_recall_is_what_the_pipeline_recalls(recall_unit, kernels, mode):
     recall, n_ctx, _ = probe.measure(task)
     assert any(0 < r < 1 for r in recall[mode])  # not a trivial all-or-nothing comparison
     for i, layer in enumerate(layers):
-        ilre = ILRe(model, tok, replace(config, layer=layer))
+        ilre = ILRe(model, tok, replace(config, layer=layer, lexical_weight=0.0, hops=0))
         encoded = ilre.encode(task.context)
         positions, _ = ilre.recall(encoded, task.question, task.answer_prefix)
         needle = needle_mask(encoded.tokens, task.needles)
