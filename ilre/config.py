@@ -54,14 +54,15 @@ class ILReConfig:
     'suffix' (also the chat template's end and the answer prefix)."""
     unit_cut: float = 0.2
     """Sentence recall stops at the first sentence scoring below this share of the best one's score,
-    so a clear answer comes with few look-alikes (0 to 1; 0 takes sentences while the budget lasts)."""
+    so a clear answer comes with few look-alikes (0 to 1; 0 takes sentences while the budget lasts);
+    with lexical_weight, a sentence must also reach this share in its attention or its own words."""
     lexical_weight: float = 1.0
     """Weight of each sentence's BM25 match with the question (the sentence read with its
     neighbours) added to its attention score, each scaled to its best; 0: attention alone, as in
     the paper. Sentence recall only (docs/parameters.md)."""
     lexical_context: int = 1
     """Neighbouring sentences on each side read with a sentence when its words are matched."""
-    hops: int = 0
+    hops: int = 4
     """Rounds of follow-up recall while the budget lasts: each adds the sentences that share a rare
     word (a name in at most 3 sentences) with the last round's, not with the question, so that a
     chain such as 'A = 5', 'B = A' is followed; 0: none. Sentence recall only."""

@@ -10,8 +10,11 @@ Its own words count twice, so that it ranks above the neighbours that borrow the
 
 The index is a few flat arrays (every unit's word ids, unit after unit), so that a million-token
 context is matched in numpy without a Python loop per unit, and a saved index stores it as it is.
-Its scores are BM25 Okapi exactly as rank_bm25 computes them over the same neighbourhoods
-(tests/test_lexical.py checks it).
+Its scores are BM25 Okapi exactly as rank_bm25 computes them over the same neighbourhoods with
+``epsilon=0`` (tests/test_lexical.py checks it): a word in more than half of the neighbourhoods
+counts nothing. rank_bm25's default floor (a quarter of the mean idf) let the words every line of a
+RULER haystack shares ("special magic number") outweigh the key that tells the lines apart, and on
+the tuning questions it read no more answering passages (docs/parameters.md).
 """
 
 from __future__ import annotations
@@ -30,9 +33,19 @@ EMPTY = "_"
 """The one word of a neighbourhood without words (rank_bm25 needs one; it matches no question)."""
 
 
+def _singular(word: str) -> str:
+    """A plural's singular by its spelling alone ("numbers", "entries"), so a question's "number"
+    matches the text's "numbers"; words ending in -ss, -us, -is keep their s."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
 def words(text: str) -> list[str]:
-    """Lower-cased alphanumeric words: what BM25 matches on."""
-    return _WORD.findall(text.lower())
+    """Lower-cased alphanumeric words, plurals made singular: what BM25 matches on."""
+    return [_singular(w) for w in _WORD.findall(text.lower())]
 
 
 def scaled(scores: torch.Tensor) -> torch.Tensor:
@@ -55,10 +68,11 @@ class LexicalIndex:
     context: int = 1
     k1: float = 1.5
     b: float = 0.75
-    epsilon: float = 0.25
-    """BM25 Okapi's parameters, rank_bm25's defaults."""
+    epsilon: float = 0.0
+    """BM25 Okapi's parameters: rank_bm25's defaults, but for the idf floor of common words (see above)."""
     _ids: dict[str, int] = field(default_factory=dict, repr=False)
     _stats: tuple | None = field(default=None, repr=False)
+    _alone: "LexicalIndex | None" = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.context < 0:
@@ -129,6 +143,14 @@ class LexicalIndex:
             tf = self._spread(np.bincount(units[self.word_ids == i], minlength=len(self)))
             out += idf[i] * tf * (self.k1 + 1) / (tf + norm)
         return torch.from_numpy(out).float()
+
+    def own_scores(self, question: str) -> torch.Tensor:
+        """BM25 of every unit alone (no neighbours) against the question: what the unit itself says."""
+        if self.context == 0:
+            return self.scores(question)
+        if self._alone is None:
+            self._alone = self.with_context(0)
+        return self._alone.scores(question)
 
     def linked(self, found: list[int], question: str, exclude: set[int]) -> list[int]:
         """Units that share a rare word (in at most ``RARE`` units) with the units ``found``, not

@@ -390,18 +390,25 @@ class ILRe:
                lexical: LexicalIndex | None = None) -> torch.Tensor:
         """The positions the answer reads, from what :meth:`scores` gave.
 
-        With ``lexical`` (the units' BM25 index), sentence recall adds each unit's match with the
-        ``question``'s words to its attention score (``lexical_weight``), then follows chains of
-        rare words for ``hops`` rounds while the budget lasts.
+        With ``lexical`` (the units' BM25 index), sentence recall ranks units by their attention
+        plus their match with the ``question``'s words read with their neighbours
+        (``lexical_weight``), each on a scale of its best. A unit above ``unit_cut`` of the best
+        is taken only when its attention or its own words (neighbours left out) also reach
+        ``unit_cut`` of theirs: a neighbour that only borrows the question's words is a look-alike
+        that the small reader confuses with the answer.
+        Then it follows chains of rare words for ``hops`` rounds while the budget lasts.
         """
         c, recaller = self.config, self.config.recaller()
         if units is None:
             return recaller.recall(scores, c.budget, tokens.unit_starts())
         if (whole := whole_context(units.length, c.budget)) is not None:
             return whole
+        candidates = None
         if lexical is not None and c.lexical_weight:
-            scores = scaled(scores) + c.lexical_weight * scaled(lexical.scores(question))
-        chosen = found = recaller.choose(scores, units, c.budget)
+            attention = scaled(scores)
+            candidates = (attention >= c.unit_cut) | (scaled(lexical.own_scores(question)) >= c.unit_cut)
+            scores = attention + c.lexical_weight * scaled(lexical.scores(question))
+        chosen = found = recaller.choose(scores, units, c.budget, candidates)
         for _ in range(c.hops if lexical is not None else 0):
             before = len(chosen)
             chosen = recaller.extend(chosen, lexical.linked(found, question, set(chosen)), units, c.budget)

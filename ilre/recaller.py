@@ -151,12 +151,17 @@ class UnitRecaller:
     def units(self, unit_starts: torch.Tensor | None, length: int) -> TextUnits:
         return TextUnits.of(unit_starts, length, self.max_unit_tokens)
 
-    def choose(self, unit_scores: torch.Tensor, units: TextUnits, budget: int) -> list[int]:
-        """Indices of the best units that fit in ``budget`` (in the order taken), given a score per unit."""
+    def choose(self, unit_scores: torch.Tensor, units: TextUnits, budget: int,
+               candidates: torch.Tensor | None = None) -> list[int]:
+        """Indices of the best units that fit in ``budget`` (in the order taken), given a score per unit.
+
+        ``candidates`` (a [U] bool mask), when given, says which units may be taken at all.
+        """
         unit_scores = _finite_order(unit_scores).cpu()
         order = torch.argsort(unit_scores, descending=True, stable=True).tolist()
         floor = self.cut * float(unit_scores[order[0]]) if order and self.cut else float("-inf")
-        return self.extend([], [u for u in order if unit_scores[u] >= floor], units, budget)
+        return self.extend([], [u for u in order if unit_scores[u] >= floor and (candidates is None or candidates[u])],
+                           units, budget)
 
     @staticmethod
     def extend(chosen: list[int], candidates: list[int], units: TextUnits, budget: int) -> list[int]:

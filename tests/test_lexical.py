@@ -18,8 +18,10 @@ UNITS = ["The weather was mild.", "Nothing happened here.", "The vault code is 4
          "Boats left the harbour.", "Bread was baked daily.", "Lamps were lit at dusk."]
 
 
-def test_words_are_lowercase_alphanumerics():
+def test_words_are_lowercase_alphanumerics_made_singular():
     assert words("The Vault-code: 4417!") == ["the", "vault", "code", "4417"]
+    assert words("magic Numbers, entries, class, status, axis") == ["magic", "number", "entry", "class", "status",
+                                                                    "axis"]
 
 
 def test_the_unit_with_the_questions_rare_words_scores_best():
@@ -53,14 +55,20 @@ def test_linked_follows_rare_words_not_shared_with_the_question():
 @given(units=st.lists(st.lists(st.sampled_from(["ab", "cd", "ef", "gh", "ij", "k1", "z9"]), max_size=6),
                       min_size=1, max_size=25),
        context=st.integers(0, 3), question=st.lists(st.sampled_from(["ab", "cd", "k1", "zz", "ef"]), max_size=5))
-def test_scores_are_rank_bm25s_okapi_over_the_same_neighbourhoods(units, context, question):
+def test_scores_are_rank_bm25s_okapi_without_the_idf_floor_over_the_same_neighbourhoods(units, context, question):
     from rank_bm25 import BM25Okapi
 
     docs = [[w for part in (*units[max(0, i - context):i], units[i], *units[i:i + context + 1]) for w in part]
             or ["_"] for i in range(len(units))]
-    expected = BM25Okapi(docs).get_scores(question)
+    expected = BM25Okapi(docs, epsilon=0.0).get_scores(question)
     got = LexicalIndex.of([" ".join(u) for u in units], context).scores(" ".join(question))
     assert torch.allclose(got.double(), torch.from_numpy(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_words_in_most_units_count_nothing():
+    lines = [f"The magic number for {fruit} is {i}." for i, fruit in enumerate(("apple", "pear", "plum", "fig"))]
+    scores = LexicalIndex.of(lines, context=0).scores("What is the magic number?")
+    assert torch.equal(scores, torch.zeros(4))
 
 
 def test_negative_context_is_refused():
@@ -90,6 +98,26 @@ def test_hops_follow_a_chain_that_the_first_round_misses(ilre):
     assert "51306" in first and "TRW" not in first
     chained = _read(plain.with_config(hops=2), encoded, question)
     assert all(name in chained for name in ("QXZ", "PLM", "TRW"))
+
+
+FRUITS = ("apple", "pear", "plum", "fig", "kiwi", "lime", "date", "melon", "grape", "peach")
+LOOKALIKES = " ".join(f"The magic number for {fruit} is {10 + i}." for i, fruit in enumerate(FRUITS))
+
+
+def test_a_neighbour_that_only_borrows_the_questions_words_is_not_taken(ilre):
+    """Its BM25 with neighbours passes the cut, but neither its attention nor its own words do."""
+    encoded = ilre.encode(LOOKALIKES)
+    units = ilre.config.recaller().units(encoded.tokens.unit_starts(), len(encoded.tokens))
+    lexical = encoded.lexical(units, ilre.config.lexical_context)
+    question = "What is the magic number for lime?"
+    attention = torch.zeros(len(units))
+    attention[0] = 1.0  # the attention's own pick: apple's line
+    fused = scaled(attention) + scaled(lexical.scores(question))
+    lime = 5
+    assert (fused[[lime - 1, lime + 1]] >= ilre.config.unit_cut * fused.max()).all()  # a cut on the sum takes them
+    read = ilre.tokenizer.decode(encoded.tokens.ids[ilre.select(attention, units, encoded.tokens, question, lexical)])
+    assert "lime is 15" in read and "apple is 10" in read
+    assert "date" not in read and "kiwi" not in read
 
 
 def test_weight_zero_is_attention_alone(ilre):
