@@ -77,21 +77,24 @@ class QueryScorer:
 
         starts = range(0, length, self.block_size)
         lse = torch.full(q.shape[:2], float("-inf"), device=device)
+        if units is not None:
+            # A unit's score is its best key's probability, exp(best logit - lse): exp is monotone, so
+            # the best logit, kept in the one pass that also sums the softmax's denominator, gives
+            # the same value as the best probability, without a second pass over the keys.
+            units = units.to(device)
+            best = torch.full((q.shape[0], q.shape[1], num_units), float("-inf"), device=device)
+            for s in starts:
+                block = logits(s)
+                best.scatter_reduce_(2, units[s:s + block.shape[-1]].expand_as(block), block, reduce="amax")
+                lse = torch.logaddexp(lse, _logsumexp_(block))
+            return best.sub_(lse[..., None]).exp_().sum(dim=(0, 1)) / (h * t)
         for s in starts:
             lse = torch.logaddexp(lse, _logsumexp_(logits(s)))
-        if units is None:
-            scores = torch.empty(length, dtype=torch.float32, device=device)
-            for s in starts:
-                probs = logits(s).sub_(lse[..., None]).exp_()
-                scores[s:s + probs.shape[-1]] = probs.sum(dim=(0, 1)) / (h * t)
-            return scores
-        units = units.to(device)
-        best = torch.zeros(q.shape[0], q.shape[1], num_units, dtype=torch.float32, device=device)
+        scores = torch.empty(length, dtype=torch.float32, device=device)
         for s in starts:
             probs = logits(s).sub_(lse[..., None]).exp_()
-            index = units[s:s + probs.shape[-1]].expand_as(probs)
-            best.scatter_reduce_(2, index, probs, reduce="amax")
-        return best.sum(dim=(0, 1)) / (h * t)
+            scores[s:s + probs.shape[-1]] = probs.sum(dim=(0, 1)) / (h * t)
+        return scores
 
 
 def _logsumexp_(x: torch.Tensor) -> torch.Tensor:

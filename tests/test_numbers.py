@@ -38,6 +38,9 @@ def test_scores_are_finite_probabilities_for_any_shapes(length, queries, block, 
     units = torch.div(torch.arange(length), 7, rounding_mode="floor")
     per_unit = scorer.score(d, q, cache, units, int(units.max()) + 1)
     assert torch.isfinite(per_unit).all() and (per_unit >= 0).all() and (per_unit <= 1 + 1e-6).all()
+    # A unit's score is its best key's probability: with one key per unit, that key's score.
+    one_each = scorer.score(d, q, cache, torch.arange(length), length)
+    assert torch.allclose(one_each, per_token, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
