@@ -158,6 +158,7 @@ def test_other_settings_recompute_only_the_systems_they_touch(tmp_path, tiny_mod
     (["--tasks", "passkey"], "go together"),
     (["--report-only", "--out", "{tmp}/empty"], "no results yet"),
     (["--tasks-file", "{tmp}/missing.jsonl"], "does not exist"),
+    (["--ruler", "{tmp}", "--ruler-haystack", "{tmp}/missing.txt"], "--ruler-haystack"),
 ])
 def test_bad_input_gets_one_line(argv, message, tmp_path, tiny_model_dir, capsys):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
