@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from ilre import cli
+from ilre.evaluation.documents import QUESTION_SETS, load_data
 
 SETTINGS = {"default (attention + words + hops)": {}, "attention alone": {"lexical_weight": 0.0, "hops": 0}}
 
@@ -29,11 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python scripts/bench_recall.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--index", type=Path, required=True, help="a saved index (.ilre) of the document")
-    p.add_argument("--questions", choices=("tuning", "heldout"), default="heldout",
+    p.add_argument("--questions", choices=tuple(QUESTION_SETS), default="heldout",
                    help="the question set the document belongs to; default: heldout")
     p.add_argument("--document-id", required=True, help="the document's id in that set, e.g. foldoc")
-    p.add_argument("--model", default=None, help="the model the index was made with; default: the embedded one")
-    p.add_argument("--threads", type=int, default=None, help="torch threads; default: torch's choice")
+    cli.add_model_options(p)
     return p
 
 
@@ -41,17 +41,15 @@ def bench(args: argparse.Namespace) -> int:
     import torch
 
     from ilre import ILRe
-    from ilre.evaluation.documents import DATA, HELDOUT, load_data
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cli.set_threads(args.threads)
     if not args.index.is_file():
         raise ValueError(f"--index {args.index} is not a file: pass an index saved by ilre.index")
-    _, questions = load_data(HELDOUT if args.questions == "heldout" else DATA)
+    _, questions = load_data(QUESTION_SETS[args.questions])
     asked = [q for q in questions if q.document == args.document_id]
     if not asked:
         raise ValueError(f"no question about {args.document_id!r} in the {args.questions} set: check --document-id")
-    ilre = ILRe.from_pretrained(args.model)
+    ilre = ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     t0 = time.perf_counter()
     encoded = ilre.load_index(args.index)
     print(f"{len(encoded.tokens):,} tokens loaded in {time.perf_counter() - t0:.2f} s; "

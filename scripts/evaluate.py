@@ -25,6 +25,7 @@ import torch
 
 from ilre import cli
 from ilre.evaluation import ruler
+from ilre.evaluation.documents import QUESTION_SETS
 from ilre.evaluation.harness import DEFAULT_SYSTEMS, SYSTEMS, Runner, Store, System, task_key
 from ilre.evaluation.report import markdown, plot
 from ilre.evaluation.tasks import TASKS, Task, make_tasks, read_jsonl, tokenizer_len_for, write_jsonl
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="natural questions about real long documents (manuals, FAQs from Debian and PyPI "
                         "packages) instead of the synthetic tasks: a window per question at each of --lengths "
                         "(default 4K), reported as docs/lexical and docs/paraphrase; default folder: results/documents")
-    w.add_argument("--questions", choices=("tuning", "heldout"), default="tuning",
+    w.add_argument("--questions", choices=tuple(QUESTION_SETS), default="tuning",
                    help="with --documents: the question set; 'tuning' (the 48 questions defaults were chosen on) "
                         "or 'heldout' (58 questions about 7 other documents, written before any tuning, for "
                         "held-out figures only); default: tuning")
@@ -150,11 +151,11 @@ def generate_tasks(args: argparse.Namespace, tokenizer) -> list[Task]:
                               args.samples or 1, seed=args.seed, haystack=args.ruler_haystack)
     count = tokenizer_len_for(tokenizer)
     if args.documents:
-        from ilre.evaluation.documents import DATA, HELDOUT, document_tasks
+        from ilre.evaluation.documents import document_tasks
 
         if args.tasks or args.samples:
             raise ValueError("--documents replaces the synthetic tasks: it takes --lengths, not --tasks or --samples")
-        data = HELDOUT if args.questions == "heldout" else DATA
+        data = QUESTION_SETS[args.questions]
         if args.whole:
             if args.lengths:
                 raise ValueError("--whole asks about whole documents: it takes no --lengths")

@@ -31,6 +31,8 @@ from .tasks import Task, TokenLen, derive_seed, find_passage
 
 DATA = "data/document_questions.json"
 HELDOUT = "data/document_questions_heldout.json"  # written before any tuning; held-out figures only
+QUESTION_SETS = {"tuning": DATA, "heldout": HELDOUT}
+"""The question sets by the name the command lines take (``--questions``)."""
 WORDINGS = ("lexical", "paraphrase")
 DEPTH_RANGE = (0.05, 0.95)
 SNAP = 0.03  # share of the length given up, at most, to start and end on paragraph boundaries
