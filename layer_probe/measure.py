@@ -28,7 +28,7 @@ from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
 from ilre.prompt import tokenize_context
 from ilre.recaller import whole_context
-from ilre.evaluation.tasks import Task, tokenizer_len_for
+from evaluation.tasks import Task, tokenizer_len_for
 
 from .needles import NeedleSpec, make_task, needle_mask
 

@@ -12,7 +12,8 @@ import random
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from ilre.evaluation.tasks import Task, TokenLen, passkey
+from evaluation.generators import passkey
+from evaluation.tasks import Task, TokenLen
 
 if TYPE_CHECKING:  # torch is imported when a mask is made, so the command line's --help stays fast
     import torch

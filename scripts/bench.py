@@ -25,7 +25,7 @@ On CUDA or an Ascend NPU the same script runs through the project's device abstr
 (``--device cuda`` / ``npu``): every timed block is synchronised, and the device's own peak
 memory is reported next to the process's resident set.
 
-The measurements and the report live in ``ilre.bench``; this is its command line.
+The measurements and the report live in ``evaluation.bench_measure`` and ``evaluation.bench_report``; this is its command line.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 
 from ilre import cli
-from ilre.bench import measure, report
-from ilre.bench.measure import brief, progress
+from evaluation import bench_measure as measure, bench_report as report
+from evaluation.bench_measure import brief, progress
 
 DEFAULT_LENGTHS = (4 * cli.K, 8 * cli.K, 16 * cli.K, 32 * cli.K, 64 * cli.K, 128 * cli.K)
 CONFIG = ("layer", *cli.PREFILL)

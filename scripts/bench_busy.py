@@ -92,7 +92,7 @@ def main() -> int:
     def run() -> int:
         from transformers import AutoTokenizer
 
-        from ilre.bench.measure import make_context
+        from evaluation.bench_measure import make_context
         from ilre.loading import resolve
 
         env = dict(os.environ)

@@ -37,7 +37,7 @@ def main() -> int:
 
         from device import select_backend
         from ilre import prefiller as prefiller_module
-        from ilre.bench.measure import ANSWER_PREFIX, QUESTION, make_context
+        from evaluation.bench_measure import ANSWER_PREFIX, QUESTION, make_context
 
         cli.set_threads(args.threads)
         backend = select_backend(args.device, args.dtype)

@@ -35,8 +35,8 @@ def seconds(work):
 def measure(ilre, n: int, folder: Path, full_limit: int) -> dict:
     """Every figure of one context length."""
     from ilre.answerer import generate
-    from ilre.bench.measure import ANSWER_PREFIX, QUESTION, make_context
-    from ilre.evaluation.baselines import BM25Chunks, Sample
+    from evaluation.bench_measure import ANSWER_PREFIX, QUESTION, make_context
+    from evaluation.baselines import BM25Chunks, Sample
 
     ctx = make_context(ilre.tokenizer, n)
     found = lambda result: ctx["answer"] in result.answer  # noqa: E731

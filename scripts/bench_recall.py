@@ -2,7 +2,7 @@
 (attention plus BM25 with neighbours, then hops) and by attention alone (``lexical_weight`` 0,
 ``hops`` 0, as in the paper), side by side in one process with one loaded index.
 
-The questions are those of one document of a question set (ilre/evaluation/data), so the index
+The questions are those of one document of a question set (evaluation/data), so the index
 should be that document's (``scripts/evaluate.py --documents --whole`` saves one per document).
 Each question is asked once per setting, after one warm-up question; the first question pays for
 building the lexical statistics, which a saved index brings with it. Prints the mean seconds per
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ilre import cli
-from ilre.evaluation.documents import QUESTION_SETS, load_data
+from evaluation.documents import QUESTION_SETS, load_data
 
 SETTINGS = {"default (attention + words + hops)": {}, "attention alone": {"lexical_weight": 0.0, "hops": 0}}
 

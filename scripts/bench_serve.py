@@ -55,7 +55,7 @@ def main() -> int:
         import openai
         from transformers import AutoTokenizer
 
-        from ilre.bench.measure import make_context
+        from evaluation.bench_measure import make_context
         from ilre.loading import resolve
 
         tokenizer = AutoTokenizer.from_pretrained(resolve(args.model)[0], local_files_only=True)

@@ -24,11 +24,13 @@ import psutil
 import torch
 
 from ilre import cli
-from ilre.evaluation import ruler
-from ilre.evaluation.documents import QUESTION_SETS
-from ilre.evaluation.harness import DEFAULT_SYSTEMS, SYSTEMS, Runner, Store, System, task_key
-from ilre.evaluation.report import markdown, plot
-from ilre.evaluation.tasks import TASKS, Task, make_tasks, read_jsonl, tokenizer_len_for, write_jsonl
+from evaluation import ruler
+from evaluation.documents import QUESTION_SETS
+from evaluation.harness import Runner, Store
+from evaluation.systems import DEFAULT_SYSTEMS, SYSTEMS, System, task_key
+from evaluation.report import markdown, plot
+from evaluation.generators import TASKS, make_tasks
+from evaluation.tasks import Task, read_jsonl, tokenizer_len_for, write_jsonl
 
 ALL_TASKS = ("passkey", "niah_single_noise", "niah_single_prose", "niah_multikey", "niah_multivalue",
              "niah_multiquery", "vt", "cwe", "fwe")
@@ -151,7 +153,7 @@ def generate_tasks(args: argparse.Namespace, tokenizer) -> list[Task]:
                               args.samples or 1, seed=args.seed, haystack=args.ruler_haystack)
     count = tokenizer_len_for(tokenizer)
     if args.documents:
-        from ilre.evaluation.documents import document_tasks
+        from evaluation.documents import document_tasks
 
         if args.tasks or args.samples:
             raise ValueError("--documents replaces the synthetic tasks: it takes --lengths, not --tasks or --samples")

@@ -8,7 +8,7 @@ for: the fact sits where the model cannot find it by reading everything.
 
 from pathlib import Path
 
-from ilre.evaluation.haystack import Haystack, render
+from evaluation.haystack import Haystack, render
 
 OUT = Path(__file__).resolve().parent.parent / "ilre" / "examples" / "town_chronicle.txt"
 FACT = "The combination of the old lighthouse safe is 7342, and only the harbour master knows it."

@@ -34,7 +34,8 @@ def main() -> int:
     args = p.parse_args()
 
     def run() -> int:
-        from ilre.evaluation.tasks import DEPTH_TASKS, generate, tokenizer_len_for
+        from evaluation.generators import DEPTH_TASKS, generate
+        from evaluation.tasks import tokenizer_len_for
         from ilre.pipeline import ILRe
 
         cli.set_threads(args.threads)

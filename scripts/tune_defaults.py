@@ -19,7 +19,8 @@ from tqdm import tqdm
 from ilre import cli
 from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
-from ilre.evaluation.tasks import DEPTH_TASKS, TASKS as TASK_NAMES, generate, score, tokenizer_len_for
+from evaluation.generators import DEPTH_TASKS, TASKS as TASK_NAMES, generate
+from evaluation.tasks import score, tokenizer_len_for
 
 TASKS = ["passkey", "niah_single_prose", "niah_multikey", "niah_multivalue", "vt"]
 

@@ -68,7 +68,7 @@ def load(args, backend):
 def benchmark(ilre, backend, n: int, full_limit: int) -> dict:
     import torch
 
-    from ilre.bench.measure import ANSWER_PREFIX, QUESTION as ASK, make_context
+    from evaluation.bench_measure import ANSWER_PREFIX, QUESTION as ASK, make_context
 
     ctx = make_context(ilre.tokenizer, n)
     row = {"length": cli.length_label(n)}

@@ -1,4 +1,4 @@
-"""The benchmark (ilre.bench, scripts/bench.py): FLOP counts by hand, extrapolation marking, and every
+"""The benchmark (evaluation.bench_measure, scripts/bench.py): FLOP counts by hand, extrapolation marking, and every
 measurement on a tiny model."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import tiny_model, tiny_tokenizer
 from ilre import cli
-from ilre.bench import measure, report
+from evaluation import bench_measure as measure, bench_report as report
 from ilre.prefiller import StreamingPrefiller, keys_attended
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ilre.evaluation import documents as D
-from ilre.evaluation import tasks as T
-from ilre.evaluation.tasks import Task
+from evaluation import documents as D
+from evaluation import tasks as T
+from evaluation.tasks import Task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,13 @@ def test_data_file_is_well_formed():
 
 
 def test_package_data_is_declared():
-    assert "evaluation/data/*.json" in (ROOT / "pyproject.toml").read_text()
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = setuptools["package-data"]["evaluation"]
+    data = sorted((ROOT / "evaluation").glob("data/*"))
+    assert data and all(any(f.relative_to(ROOT / "evaluation").match(p) for p in patterns) for f in data)
+    assert "evaluation*" in setuptools["packages"]["find"]["include"]
 
 
 # --- finding the evidence and cutting a window -----------------------------------------

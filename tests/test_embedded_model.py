@@ -12,7 +12,8 @@ import pytest
 
 from ilre.answer import main
 from ilre.loading import default_model_file
-from ilre.evaluation.tasks import passkey, tokenizer_len_for
+from evaluation.generators import passkey
+from evaluation.tasks import tokenizer_len_for
 
 pytestmark = pytest.mark.slow
 

@@ -15,13 +15,14 @@ from hypothesis import strategies as st
 
 from ilre import quantize
 from ilre.answerer import generate
-from ilre.evaluation import baselines as B
-from ilre.evaluation import harness as H
-from ilre.evaluation.report import markdown
+from evaluation import baselines as B
+from evaluation import harness as H
+from evaluation import systems as S
+from evaluation.report import markdown
 from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
 from ilre.prompt import ContextTokens, tokenize_context
-from ilre.evaluation.tasks import Task, read_jsonl, score
+from evaluation.tasks import Task, read_jsonl, score
 
 from conftest import tiny_model, tiny_tokenizer
 
@@ -31,7 +32,7 @@ evaluate = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = evaluate  # dataclasses look their module up there
 _spec.loader.exec_module(evaluate)
 
-SYSTEMS = ",".join(H.DEFAULT_SYSTEMS)
+SYSTEMS = ",".join(S.DEFAULT_SYSTEMS)
 
 
 def run(out: Path, model_dir: Path, *extra: str) -> int:
@@ -46,7 +47,7 @@ def rows_of(out: Path) -> list[dict]:
 
 def current_rows(out: Path, model_dir: Path, budget: int = 64) -> dict:
     ilre = ILRe.from_pretrained(model_dir, device="cpu", budget=budget, max_new_tokens=3)
-    return H.Store(out).rows({s: H.SYSTEMS[s].fingerprint(ilre) for s in H.DEFAULT_SYSTEMS})
+    return H.Store(out).rows({s: S.SYSTEMS[s].fingerprint(ilre) for s in S.DEFAULT_SYSTEMS})
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,8 @@ def test_run_writes_tasks_predictions_table_and_plot(finished_run):
     tasks = read_jsonl(out / "tasks.jsonl")
     assert sorted(t.task for t in tasks) == ["passkey", "vt"]
     rows = rows_of(out)
-    assert len(rows) == len(tasks) * len(H.DEFAULT_SYSTEMS)
-    assert {r["status"] for r in rows} == {H.OK}
+    assert len(rows) == len(tasks) * len(S.DEFAULT_SYSTEMS)
+    assert {r["status"] for r in rows} == {S.OK}
     for r in rows:  # RULER scoring: every expected string, case-insensitive substring
         assert r["correct"] == score(r["prediction"], r["answers"])
         assert r["time_s"] > 0 and r["peak_mib"] >= -1e3
@@ -75,8 +76,8 @@ def test_run_writes_tasks_predictions_table_and_plot(finished_run):
         else:
             assert r["kept_tokens"] <= 64
     table = (out / "table.md").read_text()
-    for s in H.DEFAULT_SYSTEMS:
-        assert H.SYSTEMS[s].label in table
+    for s in S.DEFAULT_SYSTEMS:
+        assert S.SYSTEMS[s].label in table
     assert "python scripts/evaluate.py" in table and "## Score by task" in table and "## Answers in what the system read, by task" in table
 
 
@@ -113,26 +114,26 @@ def test_length_cap_skips_full_context_and_snapkv(tmp_path, tiny_model_dir):
     assert run(out, tiny_model_dir, "--max-context-tokens", "100") == 0
     rows = rows_of(out)
     capped = {r["status"] for r in rows if r["system"] in ("full", "snapkv")}
-    assert capped == {H.OVER_LENGTH}
-    assert {r["status"] for r in rows if r["system"] not in ("full", "snapkv")} == {H.OK}
-    assert H.OVER_LENGTH in (out / "table.md").read_text()
+    assert capped == {S.OVER_LENGTH}
+    assert {r["status"] for r in rows if r["system"] not in ("full", "snapkv")} == {S.OK}
+    assert S.OVER_LENGTH in (out / "table.md").read_text()
     # raising the cap computes the skipped rows, and only those
     assert run(out, tiny_model_dir) == 0
-    assert {r["status"] for r in current_rows(out, tiny_model_dir).values()} == {H.OK}
+    assert {r["status"] for r in current_rows(out, tiny_model_dir).values()} == {S.OK}
 
 
 def test_time_cap_skips_longer_lengths():
     runner = H.Runner.__new__(H.Runner)
     runner.max_context_tokens, runner.max_seconds = 10**6, 100.0
-    slow = {("k", "full"): {"status": H.OK, "system": "full", "length": 1024, "stages": {"full_pass": 150.0}}}
+    slow = {("k", "full"): {"status": S.OK, "system": "full", "length": 1024, "stages": {"full_pass": 150.0}}}
     task = Task("c", "q", "", ["a"], "passkey", 4096, 0, tokens=4000)
-    assert runner._over_cap(task, slow) == H.OVER_TIME
+    assert runner._over_cap(task, slow) == S.OVER_TIME
     assert runner._over_cap(Task("c", "q", "", ["a"], "passkey", 1024, 0, tokens=1000), slow) is None
     slow[("k", "full")]["stages"]["full_pass"] = 50.0
     assert runner._over_cap(task, slow) is None
     # every system that needs the full pass counts toward the cap, the kernel-31 SnapKV too
     k31 = {("k", "snapkv-k31"): {**slow[("k", "full")], "system": "snapkv-k31", "stages": {"full_pass": 150.0}}}
-    assert runner._over_cap(task, k31) == H.OVER_TIME
+    assert runner._over_cap(task, k31) == S.OVER_TIME
 
 
 def test_other_settings_recompute_only_the_systems_they_touch(tmp_path, tiny_model_dir):
@@ -142,7 +143,7 @@ def test_other_settings_recompute_only_the_systems_they_touch(tmp_path, tiny_mod
     assert run(out, tiny_model_dir, "--budget", "32") == 0
     added = rows_of(out)[len(first):]
     # full context reads everything whatever the budget: its rows stay; every other system reruns
-    assert sorted({r["system"] for r in added}) == sorted(set(H.DEFAULT_SYSTEMS) - {"full"})
+    assert sorted({r["system"] for r in added}) == sorted(set(S.DEFAULT_SYSTEMS) - {"full"})
     assert all(r["kept_tokens"] <= 32 for r in added)
     table = (out / "table.md").read_text()
     assert "budget: 32 tokens" in table
@@ -150,7 +151,7 @@ def test_other_settings_recompute_only_the_systems_they_touch(tmp_path, tiny_mod
     assert len(settings["ilre"]) == 2 and len(settings["full"]) == 1
     # the table is made of the current settings' rows only
     assert {r["config"] for r in current_rows(out, tiny_model_dir, budget=32).values() if r["system"] == "rag"} \
-        == {H.SYSTEMS["rag"].fingerprint(ILRe.from_pretrained(tiny_model_dir, device="cpu", budget=32,
+        == {S.SYSTEMS["rag"].fingerprint(ILRe.from_pretrained(tiny_model_dir, device="cpu", budget=32,
                                                                   max_new_tokens=3))}
 
 
@@ -185,10 +186,10 @@ def test_help_explains_every_option(capsys):
 
 
 def test_table_marks_skipped_cells():
-    rows = [dict(key="a", system="full", task="passkey", length=1024, status=H.OK, correct=1.0, share=1.0,
+    rows = [dict(key="a", system="full", task="passkey", length=1024, status=S.OK, correct=1.0, share=1.0,
                  kept_answers=1.0, time_s=2.0, peak_mib=10.0),
-            dict(key="b", system="full", task="passkey", length=4096, status=H.OVER_LENGTH)]
-    text = markdown(rows, [H.SYSTEMS["full"]], {"title": "t"})
+            dict(key="b", system="full", task="passkey", length=4096, status=S.OVER_LENGTH)]
+    text = markdown(rows, [S.SYSTEMS["full"]], {"title": "t"})
     assert "| Full context | 100 | skipped (over length cap) |" in text
 
 
@@ -302,10 +303,10 @@ def test_a_shared_context_is_encoded_once_into_an_index_and_read_back(tmp_path, 
     encodes = []
     real = ILRe.encode
     monkeypatch.setattr(ILRe, "encode", lambda self, text, *a, **k: encodes.append(text == context) or real(self, text, *a, **k))
-    systems = [H.SYSTEMS["ilre"], H.SYSTEMS["rag"]]
+    systems = [S.SYSTEMS["ilre"], S.SYSTEMS["rag"]]
     rows = H.Runner(ilre, H.Store(tmp_path / "a"), systems, progress=False, index_dir=tmp_path / "idx").run(tasks)
     assert sum(encodes) == 1 and len(list((tmp_path / "idx").glob("*.ilre"))) == 1
-    assert {r["status"] for r in rows.values()} == {H.OK} and len(rows) == 4
+    assert {r["status"] for r in rows.values()} == {S.OK} and len(rows) == 4
     fresh = H.Runner(ilre, H.Store(tmp_path / "b"), systems, progress=False, index_dir=tmp_path / "idx").run(tasks)
     assert sum(encodes) == 1  # the second run reads the index
     for key, row in rows.items():

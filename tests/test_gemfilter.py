@@ -13,8 +13,8 @@ import torch
 
 from conftest import tiny_model
 from ilre import arch
-from ilre.evaluation import baselines as B
-from ilre.evaluation import harness as H
+from evaluation import baselines as B
+from evaluation import systems as S
 from ilre.pipeline import ILRe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def test_bad_span_or_layer_is_refused():
 # --- in the harness --------------------------------------------------------------------
 
 def test_system_is_capped_and_its_fingerprint_follows_the_layer(tiny_model_dir):
-    system = H.SYSTEMS["gemfilter"]
+    system = S.SYSTEMS["gemfilter"]
     assert system.capped and isinstance(system.selector, B.GemFilter)
     ilre = ILRe.from_pretrained(tiny_model_dir, device="cpu", budget=64)
     assert system.settings(ilre)["layer"] == ilre.config.layer
@@ -131,12 +131,12 @@ def test_harness_runs_it_under_the_length_cap_and_skips_it_above(tmp_path, tiny_
             "--systems", "gemfilter", "--out", str(out)]
     assert evaluate.main([*argv, "--max-context-tokens", "100"]) == 0
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in rows] == [H.OVER_LENGTH]
+    assert [r["status"] for r in rows] == [S.OVER_LENGTH]
     assert evaluate.main(argv) == 0
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in rows] == [H.OVER_LENGTH, H.OK]
+    assert [r["status"] for r in rows] == [S.OVER_LENGTH, S.OK]
     row = rows[-1]
     assert row["system"] == "gemfilter" and row["kept_tokens"] == 64
     assert set(row["stages"]) == {"tokenize", "filter_pass", "recall", "answer"}
     assert row["time_s"] > 0 and row["prompt_tokens"] > 64
-    assert H.SYSTEMS["gemfilter"].label in (out / "table.md").read_text()
+    assert S.SYSTEMS["gemfilter"].label in (out / "table.md").read_text()

@@ -62,7 +62,7 @@ def test_lagkv_recall_in_the_evaluation(tiny_model_dir, tmp_path):
 def test_lagkv_votes_keep_sink_and_recent_tokens_within_the_budget():
     from transformers import DynamicCache
 
-    from ilre.evaluation.baselines import LagKVVotes
+    from evaluation.baselines import LagKVVotes
 
     g = torch.Generator().manual_seed(1)
     cache = DynamicCache()

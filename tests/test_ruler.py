@@ -1,4 +1,4 @@
-"""RULER's own generators (ilre.evaluation.ruler): the sentence-splitter stand-in, turning RULER's
+"""RULER's own generators (evaluation.ruler): the sentence-splitter stand-in, turning RULER's
 output into Task records, and clean errors; with ILRE_RULER set to a RULER checkout, one real
 sample too. No model is loaded."""
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ilre.evaluation import ruler as R
-from ilre.evaluation.tasks import Task
+from evaluation import ruler as R
+from evaluation.tasks import Task
 
 from conftest import tiny_tokenizer
 

@@ -185,7 +185,8 @@ def test_an_unreachable_engine_gives_502(tiny_model_dir):
 
 @pytest.mark.slow
 def test_the_embedded_model_answers_a_passkey_through_the_service():
-    from ilre.evaluation.tasks import passkey, tokenizer_len_for
+    from evaluation.generators import passkey
+    from evaluation.tasks import tokenizer_len_for
     from ilre.loading import default_model_file
 
     try:

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ilre.evaluation import tasks as T
-from ilre.evaluation.haystack import Haystack, Prose, render
+from evaluation import generators as G
+from evaluation import tasks as T
+from evaluation.haystack import Haystack, Prose, render
 
 
 def count_tokens(text: str) -> int:
@@ -26,27 +27,27 @@ def body_of(task: T.Task) -> tuple[str, int]:
     return task.context[start:], start
 
 
-ALL = list(T.TASKS)
-BASES = list(T.GENERATORS)
-DEPTH = sorted(T.DEPTH_TASKS)
+ALL = list(G.TASKS)
+BASES = list(G.GENERATORS)
+DEPTH = sorted(G.DEPTH_TASKS)
 
 
 # --- determinism -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ALL)
 def test_same_seed_same_task_other_seed_other_task(name):
-    a = T.generate(name, count_tokens, 2000, 11)
-    b = T.generate(name, count_tokens, 2000, 11)
-    c = T.generate(name, count_tokens, 2000, 12)
+    a = G.generate(name, count_tokens, 2000, 11)
+    b = G.generate(name, count_tokens, 2000, 11)
+    c = G.generate(name, count_tokens, 2000, 12)
     assert a == b
     assert a.context != c.context and a.answers != c.answers
 
 
 def test_no_global_random_state_used():
     random.seed(1)
-    a = T.generate("niah_multikey", count_tokens, 1500, 5)
+    a = G.generate("niah_multikey", count_tokens, 1500, 5)
     random.seed(2)
-    b = T.generate("niah_multikey", count_tokens, 1500, 5)
+    b = G.generate("niah_multikey", count_tokens, 1500, 5)
     assert a == b
 
 
@@ -55,7 +56,7 @@ def test_no_global_random_state_used():
 @pytest.mark.parametrize("length", [1000, 4000, 16000])
 @pytest.mark.parametrize("name", ALL)
 def test_context_fits_budget_closely(name, length):
-    t = T.generate(name, count_tokens, length, 3)
+    t = G.generate(name, count_tokens, length, 3)
     n = count_tokens(t.context)
     assert n == t.tokens
     assert n <= length
@@ -65,7 +66,7 @@ def test_context_fits_budget_closely(name, length):
 
 def test_budget_too_small_raises():
     with pytest.raises(ValueError):
-        T.generate("niah_multivalue", count_tokens, 20, 0)
+        G.generate("niah_multivalue", count_tokens, 20, 0)
 
 
 def test_long_task_needs_few_whole_counts_and_is_fast():
@@ -78,7 +79,7 @@ def test_long_task_needs_few_whole_counts_and_is_fast():
     for name in ("passkey", "niah_single_prose"):
         calls.clear()
         t0 = time.perf_counter()
-        t = T.generate(name, counting, 128_000, 1, depth=0.5)
+        t = G.generate(name, counting, 128_000, 1, depth=0.5)
         elapsed = time.perf_counter() - t0
         big = [c for c in calls if c > 100_000]
         assert len(big) <= 8, f"{name}: counted the whole text {len(big)} times"
@@ -92,7 +93,7 @@ def test_long_task_needs_few_whole_counts_and_is_fast():
 @pytest.mark.parametrize("name", DEPTH)
 @pytest.mark.parametrize("depth", [0.0, 0.25, 0.5, 0.9, 1.0])
 def test_needle_verbatim_at_requested_depth(name, length, depth):
-    t = T.generate(name, count_tokens, length, 4, depth=depth)
+    t = G.generate(name, count_tokens, length, 4, depth=depth)
     assert t.depth == depth
     body, _ = body_of(t)
     first = t.needles[0]
@@ -104,7 +105,7 @@ def test_needle_verbatim_at_requested_depth(name, length, depth):
 
 @pytest.mark.parametrize("name", DEPTH + ["vt"])
 def test_answers_and_needles_are_in_context(name):
-    t = T.generate(name, count_tokens, 4000, 8)
+    t = G.generate(name, count_tokens, 4000, 8)
     assert t.needles
     for needle in t.needles + t.distractors:
         assert t.context.count(needle) == 1
@@ -115,17 +116,17 @@ def test_answers_and_needles_are_in_context(name):
 
 
 def test_passkey_shape():
-    t = T.passkey(count_tokens, 2000, 0, digits=32)
+    t = G.passkey(count_tokens, 2000, 0, digits=32)
     (key,) = t.answers
     assert len(key) == 32 and key.isdigit()
     assert t.needles == [f"The pass key is {key}. Remember it. {key} is the pass key."]
     assert "The grass is green. The sky is blue. The sun is yellow." in t.context
     with pytest.raises(ValueError):
-        T.passkey(count_tokens, 2000, 0, digits=65)
+        G.passkey(count_tokens, 2000, 0, digits=65)
 
 
 def test_niah_single_shape():
-    t = T.niah_single(count_tokens, 2000, 0, haystack="prose")
+    t = G.niah_single(count_tokens, 2000, 0, haystack="prose")
     (value,) = t.answers
     assert re.fullmatch(r"\d{7}", value)
     key = re.search(r"for (\S+) is:", t.needles[0]).group(1)
@@ -136,7 +137,7 @@ def test_niah_single_shape():
 
 
 def test_multikey_has_distractors_only_one_answer():
-    t = T.niah_multikey(count_tokens, 4000, 2, keys=5)
+    t = G.niah_multikey(count_tokens, 4000, 2, keys=5)
     assert len(t.answers) == 1 and len(t.needles) == 1 and len(t.distractors) == 4
     assert len(re.findall(r"\b\d{7}\b", t.context)) == 5
     key = re.search(r"for (\S+) is:", t.needles[0]).group(1)
@@ -145,10 +146,10 @@ def test_multikey_has_distractors_only_one_answer():
 
 
 def test_multivalue_and_multiquery_expect_all():
-    mv = T.niah_multivalue(count_tokens, 4000, 2, values=3)
+    mv = G.niah_multivalue(count_tokens, 4000, 2, values=3)
     assert len(mv.answers) == 3 and len(set(mv.answers)) == 3
     assert len({re.search(r"for (\S+) is:", n).group(1) for n in mv.needles}) == 1
-    mq = T.niah_multiquery(count_tokens, 4000, 2, queries=3, keys=4)
+    mq = G.niah_multiquery(count_tokens, 4000, 2, queries=3, keys=4)
     assert len(mq.answers) == 3 and len(mq.distractors) == 1
     for n in mq.needles:
         assert re.search(r"for (\S+) is:", n).group(1) in mq.question
@@ -156,7 +157,7 @@ def test_multivalue_and_multiquery_expect_all():
 
 
 def test_vt_chain_is_ordered_and_answers_are_its_variables():
-    t = T.vt(count_tokens, 4000, 6, hops=3, chains=2)
+    t = G.vt(count_tokens, 4000, 6, hops=3, chains=2)
     assert len(t.answers) == 4 and len(t.needles) == 4 and len(t.distractors) == 4
     value = re.fullmatch(r"VAR [A-Z]{5} = (\d{5})\.", t.needles[0]).group(1)
     assert value in t.question
@@ -168,7 +169,7 @@ def test_vt_chain_is_ordered_and_answers_are_its_variables():
 
 def test_cwe_answers_are_the_most_common_words():
     for length in (1000, 8000):
-        t = T.cwe(count_tokens, length, 9)
+        t = G.cwe(count_tokens, length, 9)
         words = re.findall(r"^\d+\. (\S+)$", t.context, flags=re.M)
         counts = Counter(words)
         assert len(t.answers) == 10
@@ -182,7 +183,7 @@ def test_cwe_answers_are_the_most_common_words():
 
 
 def test_fwe_answers_are_the_most_frequent_in_order():
-    t = T.fwe(count_tokens, 4000, 9)
+    t = G.fwe(count_tokens, 4000, 9)
     words = [w for w in body_of(t)[0].split() if w != "...."]
     ranked = [w for w, _ in Counter(words).most_common(4)]
     counts = Counter(words)
@@ -194,8 +195,8 @@ def test_fwe_answers_are_the_most_frequent_in_order():
 
 
 def test_changing_depth_keeps_the_rest():
-    a = T.niah_single(count_tokens, 3000, 5, depth=0.1)
-    b = T.niah_single(count_tokens, 3000, 5, depth=0.8)
+    a = G.niah_single(count_tokens, 3000, 5, depth=0.1)
+    b = G.niah_single(count_tokens, 3000, 5, depth=0.8)
     assert a.answers == b.answers and a.needles == b.needles and a.question == b.question
     assert a.context != b.context
 
@@ -204,7 +205,7 @@ def test_changing_depth_keeps_the_rest():
 
 @pytest.mark.parametrize("name", BASES)
 def test_variants_change_wording_not_content(name):
-    tasks = [T.generate(name, count_tokens, 1500, 3, variant=v) for v in range(3)]
+    tasks = [G.generate(name, count_tokens, 1500, 3, variant=v) for v in range(3)]
     assert len({t.question for t in tasks}) == 3
     assert len({t.answer_prefix for t in tasks}) == 3
     assert all(t.answers == tasks[0].answers and t.needles == tasks[0].needles for t in tasks)
@@ -212,9 +213,9 @@ def test_variants_change_wording_not_content(name):
 
 
 def test_phrasing_seed_picks_variants():
-    seen = {T.niah_single(count_tokens, 800, 1, phrasing_seed=s).variant for s in range(30)}
+    seen = {G.niah_single(count_tokens, 800, 1, phrasing_seed=s).variant for s in range(30)}
     assert seen == {0, 1, 2}
-    assert T.niah_single(count_tokens, 800, 1).variant == 0  # default is RULER's wording
+    assert G.niah_single(count_tokens, 800, 1).variant == 0  # default is RULER's wording
 
 
 # --- scoring ------------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def test_score_is_case_insensitive_and_needs_all():
 # --- serialisation -----------------------------------------------------------------------
 
 def test_jsonl_round_trip(tmp_path):
-    tasks = list(T.make_tasks(["passkey", "vt", "cwe", "niah_multiquery"], [800], 2,
+    tasks = list(G.make_tasks(["passkey", "vt", "cwe", "niah_multiquery"], [800], 2,
                               count_tokens, seed=3))
     path = tmp_path / "tasks.jsonl"
     assert T.write_jsonl(path, tasks) == len(tasks)
@@ -244,10 +245,10 @@ def test_jsonl_round_trip(tmp_path):
 # --- batches -------------------------------------------------------------------------------
 
 def test_make_tasks_combinations_seeds_and_depths():
-    tasks = list(T.make_tasks(["passkey", "niah_single_prose", "fwe"], [700, 1200], 5,
+    tasks = list(G.make_tasks(["passkey", "niah_single_prose", "fwe"], [700, 1200], 5,
                               count_tokens, seed=42))
     assert len(tasks) == 3 * 2 * 5
-    again = list(T.make_tasks(["passkey", "niah_single_prose", "fwe"], [700, 1200], 5,
+    again = list(G.make_tasks(["passkey", "niah_single_prose", "fwe"], [700, 1200], 5,
                               count_tokens, seed=42))
     assert tasks == again
     assert len({t.seed for t in tasks}) == len(tasks)
@@ -255,16 +256,16 @@ def test_make_tasks_combinations_seeds_and_depths():
     assert [t.depth for t in pk] == pytest.approx([0.05, 0.275, 0.5, 0.725, 0.95])
     assert all(t.depth is None for t in tasks if t.task == "fwe")
     assert {t.task for t in tasks} == {"passkey", "niah_single_prose", "fwe"}
-    other = list(T.make_tasks(["passkey"], [700], 5, count_tokens, seed=43))
+    other = list(G.make_tasks(["passkey"], [700], 5, count_tokens, seed=43))
     assert [t.seed for t in other] != [t.seed for t in pk]
 
 
 def test_make_tasks_options_and_phrasing():
-    tasks = list(T.make_tasks(["passkey"], [900], 6, count_tokens, seed=1,
+    tasks = list(G.make_tasks(["passkey"], [900], 6, count_tokens, seed=1,
                               opts={"passkey": {"digits": 10}}, phrasing_seed=7))
     assert all(len(t.answers[0]) == 10 for t in tasks)
     assert len({t.variant for t in tasks}) > 1
-    assert T.spread_depths(1) == [0.5]
+    assert G.spread_depths(1) == [0.5]
 
 
 # --- haystack ------------------------------------------------------------------------------
@@ -294,7 +295,7 @@ def test_haystack_prefix_is_stable():
 @given(depth=st.floats(0.0, 1.0), length=st.integers(300, 8000), seed=st.integers(0, 2**31 - 1),
        haystack=st.sampled_from(["noise", "prose"]))
 def test_property_budget_and_depth(depth, length, seed, haystack):
-    t = T.niah_single(count_tokens, length, seed, depth=depth, haystack=haystack)
+    t = G.niah_single(count_tokens, length, seed, depth=depth, haystack=haystack)
     n = count_tokens(t.context)
     assert n <= length
     assert length - n <= max(0.03 * length, 40)
@@ -307,7 +308,7 @@ def test_property_budget_and_depth(depth, length, seed, haystack):
 @settings(max_examples=25, deadline=None)
 @given(name=st.sampled_from(BASES), length=st.integers(400, 5000), seed=st.integers(0, 10**6))
 def test_property_every_task_fits(name, length, seed):
-    t = T.generate(name, count_tokens, length, seed)
+    t = G.generate(name, count_tokens, length, seed)
     assert t.tokens == count_tokens(t.context) <= length
     assert length - t.tokens <= max(0.03 * length, 40)
 
@@ -342,7 +343,7 @@ def test_tokenizer_len_for_trained_bpe():
                                                          add_special_tokens=False))
     assert T.tokenizer_len_for(tok)("The grass is green.") == n("The grass is green.")
     for name in ("niah_multikey", "cwe", "fwe"):
-        t = T.generate(name, n, 6000, 2)
+        t = G.generate(name, n, 6000, 2)
         real = len(fast.encode(t.context, add_special_tokens=False))
         assert real == t.tokens and 0.97 * 6000 <= real <= 6000
 
@@ -350,5 +351,5 @@ def test_tokenizer_len_for_trained_bpe():
 def test_tokenizer_len_for_byte_level_fixture(tokenizer):
     n = T.tokenizer_len_for(tokenizer)
     assert n("The grass is green.") == len("The grass is green.")  # one token per byte
-    t = T.generate("niah_single", n, 3000, 1)
+    t = G.generate("niah_single", n, 3000, 1)
     assert t.tokens == len(t.context.encode()) <= 3000

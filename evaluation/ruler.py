@@ -1,6 +1,6 @@
 """NVIDIA RULER's own synthetic task generators, run offline from a RULER checkout.
 
-The project's generators (``ilre.evaluation.tasks``) follow RULER's wording; these are RULER's scripts
+The project's generators (``evaluation.tasks``) follow RULER's wording; these are RULER's scripts
 themselves, so a score here compares with published RULER numbers. Nothing of RULER is
 copied: the scripts run from the checkout the user names, in a subprocess, with the settings
 that RULER's ``scripts/synthetic.yaml`` and ``scripts/data/synthetic/constants.py`` give each
@@ -31,7 +31,7 @@ strings.
 
 Scoring: RULER scores all eleven tasks with ``string_match_all``
 (``scripts/eval/synthetic/constants.py``): per sample, the share of expected strings found in
-the prediction, case-insensitive, averaged over samples. That is ``ilre.evaluation.tasks.score_share``
+the prediction, case-insensitive, averaged over samples. That is ``evaluation.tasks.score_share``
 per sample (the ``share`` of each prediction row), averaged.
 """
 

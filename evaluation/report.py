@@ -7,8 +7,8 @@ from pathlib import Path
 from statistics import mean
 from typing import Any, Iterable
 
-from ..cli import length_label
-from .harness import OK, System
+from ilre.cli import length_label
+from .systems import OK, System
 
 
 def _group(rows: Iterable[dict], *fields: str) -> dict[tuple, list[dict]]:

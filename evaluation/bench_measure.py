@@ -1,7 +1,7 @@
 """The benchmark's measurements, each run in a fresh interpreter of its own.
 
 A process's peak resident memory cannot be reset, so each measurement gets its own worker
-(``python -m ilre.bench.measure SPEC RESULT``) and reports that process's peak; without
+(``python -m evaluation.bench_measure SPEC RESULT``) and reports that process's peak; without
 isolation they run in the calling process instead. The full-context baseline is measured
 while it fits a time cap, and extrapolated beyond it.
 
@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import cli
-from .report import MIB, fit_time, predict
+from ilre import cli
+from .bench_report import MIB, fit_time, predict
 
 QUESTION = "What is the pass key mentioned in the document?"
 ANSWER_PREFIX = "The pass key is"
@@ -33,7 +33,7 @@ def make_context(tokenizer, n_tokens: int, seed: int = 0) -> dict:
     """Prose of ``n_tokens`` tokens (as ``tokenize_context`` counts them) with a pass key at half depth."""
     import random
 
-    from ilre.evaluation.haystack import Haystack, render
+    from evaluation.haystack import Haystack, render
     from ilre.prompt import tokenize_context
 
     rng = random.Random(seed)
@@ -280,7 +280,7 @@ def run_isolated(kind: str, opts: dict, timeout: float | None, isolate: bool = T
         env = dict(os.environ)
         if opts.get("threads"):
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(opts["threads"])
-        cmd = [sys.executable, "-m", "ilre.bench.measure", str(spec), str(result)]
+        cmd = [sys.executable, "-m", "evaluation.bench_measure", str(spec), str(result)]
         try:
             proc = subprocess.run(cmd, env=env, timeout=timeout, capture_output=True, text=True)
         except subprocess.TimeoutExpired:

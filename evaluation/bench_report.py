@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli import M, length_label
+from ilre.cli import M, length_label
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2

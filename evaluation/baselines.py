@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import arch
-from ..answerer import cut_repeat, repeats
-from ..prompt import ContextTokens, assemble, contiguous_runs, tokenize_context
-from ..lexical import words
-from ..recaller import pool, split_long_units, whole_context
+from ilre import arch
+from ilre.answerer import cut_repeat, repeats
+from ilre.prompt import ContextTokens, assemble, contiguous_runs, tokenize_context
+from ilre.lexical import words
+from ilre.recaller import pool, split_long_units, whole_context
 
 
 @dataclass
@@ -195,7 +195,7 @@ class LagKVVotes:
 
     def select(self, cache, span: tuple[int, int], budget: int) -> torch.Tensor:
         """Context positions from a full pass's KV ``cache`` over the prompt; ``span`` is the context's."""
-        from ..lagkv import LagKV
+        from ilre.lagkv import LagKV
 
         a, b = span
         n = b - a
