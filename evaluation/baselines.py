@@ -29,7 +29,8 @@ from ilre import arch
 from ilre.answerer import cut_repeat, repeats
 from ilre.prompt import ContextTokens, assemble, contiguous_runs, tokenize_context
 from ilre.lexical import words
-from ilre.recaller import pool, split_long_units, whole_context
+from ilre.recaller import pool, whole_context
+from ilre.units import split_long_units
 
 
 @dataclass

@@ -145,7 +145,9 @@ def measure_ilre(context_file: str, model: str | None = None, device: str | None
     stages = {k: result.timings.get(k, 0.0) for k in ("tokenize", "prefill", "score", "recall", "answer")}
     streamed = result.context_tokens + ilre.template.prefix_ids().numel()
     prefiller = ilre.prefiller()  # the chunk is the configured one, or the default for the precision
-    flops = prefiller.flops(streamed)
+    from .flops import prefill_flops
+
+    flops = prefill_flops(prefiller, streamed)
     recalled = " ".join(s.text for s in result.spans)
     return {
         "context_tokens": result.context_tokens,
@@ -249,7 +251,9 @@ def measure_prefill(context_file: str, model: str | None = None, device: str | N
         with ilre.backend.timer() as t:
             prefiller.prefill(ids)
         best = min(best, t.seconds)
-    flops = prefiller.flops(ids.numel())
+    from .flops import prefill_flops
+
+    flops = prefill_flops(prefiller, ids.numel())
     return PrefillRun(ids.numel(), prefiller.chunk_size, ilre.config.window, ilre.config.layer,
                       ilre.prefill_precision, torch.get_num_threads(), best, ids.numel() / best,
                       flops["total"] / best / 1e9, flops)

@@ -13,7 +13,7 @@ object itself. The heavy imports (torch, transformers) happen on first use, so
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
 __all__ = ["ILRe", "ILReConfig", "AnswerResult", "EncodedContext", "encode", "load_index", "answer"]
 
 from .api import answer, encode, load_index  # noqa: E402  (light: torch loads on first call)
@@ -24,8 +24,16 @@ def __getattr__(name: str):
         from .config import ILReConfig
 
         return ILReConfig
-    if name in ("ILRe", "AnswerResult", "EncodedContext"):
-        from . import pipeline
+    if name == "ILRe":
+        from .pipeline import ILRe
 
-        return getattr(pipeline, name)
+        return ILRe
+    if name == "EncodedContext":
+        from .encoded import EncodedContext
+
+        return EncodedContext
+    if name == "AnswerResult":
+        from .result import AnswerResult
+
+        return AnswerResult
     raise AttributeError(f"module 'ilre' has no attribute {name!r}")

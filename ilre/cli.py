@@ -17,11 +17,11 @@ import logging
 import re
 import sys
 import textwrap
-from dataclasses import fields, replace
+from dataclasses import Field, fields, is_dataclass, replace
 from functools import cache
 from typing import Any, Callable
 
-from .config import CHOICES, MINIMUMS, ILReConfig
+from .config import ILReConfig
 
 log = logging.getLogger(__name__)
 
@@ -126,27 +126,31 @@ def names(known: tuple[str, ...], what: str) -> Callable[[str], tuple[str, ...]]
 
 @cache
 def field_docs() -> dict[str, str]:
-    """Each ILReConfig field's docstring (the string under it in the class body), as one line."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(ILReConfig))).body[0].body
+    """Each ILReConfig field's docstring (the string under it in its class body), as one line."""
     docs = {}
-    for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
-            docs[node.target.id] = " ".join(after.value.value.split())
+    for kind in ILReConfig.__mro__:
+        if kind is object or not is_dataclass(kind):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(kind))).body[0].body
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                docs.setdefault(node.target.id, " ".join(after.value.value.split()))
     return docs
 
 
-def _type(name: str, annotation: str) -> tuple[Callable[[str], Any], str | None]:
-    """The argparse type and metavar of a field, from its annotation."""
+def _type(f: Field) -> tuple[Callable[[str], Any], str | None]:
+    """The argparse type and metavar of a field, from its annotation and range."""
+    annotation, low = str(f.type), f.metadata.get("low")
     if annotation.startswith("tuple[int"):
         return listed(int, 1), "N,N,..."
     if annotation.startswith("tuple[float"):
         return listed(float, 0), "X,X,..."
     if annotation.startswith("int"):
-        return (at_least(MINIMUMS[name]) if name in MINIMUMS else int), "N"
+        return (at_least(low) if low is not None else int), "N"
     if annotation.startswith("float"):
         return float, "X"
-    return str, None if name in CHOICES else "TEXT"
+    return str, None if f.metadata.get("choices") else "TEXT"
 
 
 def _shown(value: Any) -> str:
@@ -167,9 +171,9 @@ def add_config_options(group, *names: str, **defaults: Any) -> None:
         help_text = doc[:1].lower() + doc[1:] if doc[1:2].islower() else doc
         if default is not None:
             help_text += f"; default: {_shown(default)}"
-        kind, metavar = _type(name, str(by_name[name].type))
+        kind, metavar = _type(by_name[name])
         group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=metavar,
-                           choices=CHOICES.get(name), default=default, help=help_text)
+                           choices=by_name[name].metadata.get("choices"), default=default, help=help_text)
 
 
 def given(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
@@ -188,9 +192,7 @@ def given(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
 def config_from(args: argparse.Namespace, base: ILReConfig | None = None) -> ILReConfig:
     """``base`` (default: ILReConfig()) with every ILReConfig field the arguments carry, checked."""
     given = {f.name: getattr(args, f.name) for f in fields(ILReConfig) if hasattr(args, f.name)}
-    config = replace(base or ILReConfig(), **given)
-    config.validate()
-    return config
+    return replace(base or ILReConfig(), **given)  # checked when made
 
 
 # -- the options every command shares ---------------------------------------------------------

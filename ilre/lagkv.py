@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import LAG
+
 
 def lag_scores(states: torch.Tensor, sink: int, lag: int) -> torch.Tensor:
     """Scores [..., P, lag] of the tokens of the P judged partitions of ``states`` [..., L, D]."""
@@ -35,7 +37,7 @@ class LagKV:
 
     sink: int = 4
     """First tokens always kept."""
-    lag: int = 64
+    lag: int = LAG
     """Tokens per partition; each is judged against the next."""
     v_ratio: float = 1.0
     """Weight of the values' score beside the keys'."""

@@ -13,7 +13,7 @@ this is exactly the model's own forward pass.
 
 A chunk's tokens see the sink, the window (the ``window`` tokens before the chunk) and the chunk
 causally: each token sees between ``window`` and ``window + chunk_size`` recent tokens. With a
-LagKV ``memory`` (the authors' LRSA policy, off by default), each lower layer also keeps that many
+LagKV memory ``lag_memory`` (the authors' LRSA policy, off by default), each lower layer also keeps that many
 tokens of the history that left its window, chosen by LagKV: still bounded, still linear.
 """
 
@@ -29,23 +29,11 @@ from tqdm.auto import tqdm
 
 from . import arch
 from .key_cache import KeyCache
+from .config import PrefillConfig, default_chunk
 from .lagkv import LagKV, pick_memory
 from .threads import ThreadTuner
 
 log = logging.getLogger(__name__)
-
-
-def keys_attended(n_tokens: int, sink: int, window: int, chunk_size: int) -> int:
-    """Sum over all streamed tokens of the keys each one attends to in a lower layer.
-
-    A chunk starting at stream position s sees the cache of min(s, sink + window) tokens; its
-    i-th token (0-based) also sees chunk tokens 0..i, causally.
-    """
-    total = 0
-    for start in range(0, n_tokens, chunk_size):
-        c = min(chunk_size, n_tokens - start)
-        total += c * min(start, sink + window) + c * (c + 1) // 2
-    return total
 
 
 def chunk_mask(chunk: int, cached: int, device: torch.device) -> torch.Tensor:
@@ -73,7 +61,7 @@ def dense_chunk_mask(chunk: int, cached: int, device: torch.device) -> torch.Ten
 class LayerWindow:
     """Sink + sliding-window K/V of one layer below the retrieval layer, before RoPE: [Hkv, n, D].
 
-    With a LagKV memory (``StreamingPrefiller.memory``) the ``memory`` tokens after the sink are
+    With a LagKV memory (``StreamingPrefiller.lag_memory``) the ``memory`` tokens after the sink are
     the best of the history that left the window, with their LagKV ``scores`` [Hkv, memory].
     """
 
@@ -108,57 +96,38 @@ class StreamingPrefiller:
 
     model: torch.nn.Module
     layer: int
-    sink: int = 4
-    window: int = 1024
-    chunk_size: int = 512
+    sink: int = PrefillConfig.sink
+    window: int = PrefillConfig.window
+    chunk_size: int | None = PrefillConfig.chunk_size
+    """None: the default chunk of this prefill's precision (int8 stand-in ``layers`` or the model's)."""
+    lag_memory: int = PrefillConfig.lag_memory
     progress: bool | Callable[[int, int], None] = False
     """True: a progress bar; a function: called with (tokens streamed, tokens in all) after each chunk."""
     layers: Sequence[torch.nn.Module] | None = None
-    """Stand-ins for the model's layers 0..layer (e.g. ilre.quantize.int8_layers); None: its own."""
+    """Stand-ins for the model's layers 0..layer (ilre.quantize.int8_layers); None: its own."""
     key_dtype: torch.dtype | None = None
-    """Precision of the kept keys (ILReConfig.key_dtype); None: the model's own."""
+    """Precision of the kept keys (``PrefillConfig.key_dtype``); None: the model's own."""
     decoder: arch.Decoder | None = None
     """The model's parts (``arch.decoder_of(model)``), when the caller has them already."""
-    memory: int = 0
-    """Tokens each lower layer keeps from the history leaving its window, chosen by LagKV
-    (ILReConfig.lag_memory); 0: the sink and the window only."""
     key_device: torch.device | None = None
-    """Where the kept keys live (ILReConfig.key_memory); None: the model's device."""
+    """Where the kept keys live (``PrefillConfig.key_memory``); None: the model's device."""
 
     def __post_init__(self) -> None:
+        # The settings are checked by their one owner, the config.
+        PrefillConfig(sink=self.sink, window=self.window, chunk_size=self.chunk_size, lag_memory=self.lag_memory)
+        self.chunk_size = self.chunk_size or default_chunk("int8" if self.layers is not None else "model")
         self.decoder = self.decoder or arch.decoder_of(self.model)
         self.decoder.check_layer(self.layer)
         if self.layers is not None:
             if len(self.layers) <= self.layer:
                 raise ValueError(f"{len(self.layers)} stand-in layers given, layers 0..{self.layer} are needed")
             self.decoder = replace(self.decoder, layers=self.layers)
-        if self.sink < 0 or self.window < 0:
-            raise ValueError("sink and window must be >= 0")
-        if self.chunk_size < 1:
-            raise ValueError("chunk_size must be >= 1")
-        if self.memory < 0:
-            raise ValueError("memory must be >= 0")
-        if self.memory and self.window < LagKV.lag:
-            raise ValueError(f"a LagKV memory needs a window of at least {LagKV.lag} tokens (its lag)")
 
-    def flops(self, n_tokens: int) -> dict:
-        """Useful FLOPs of streaming ``n_tokens`` to ``layer``, from the model's own shapes.
-
-        Per token: 2 x the weights of every linear map of the layers below ``layer`` (q, k, v, o
-        and the MLP) plus 2 x those of k_proj at ``layer``, counted on the model's own layers (int8
-        stand-ins do the same work); per token and lower layer, attention costs
-        4 x keys x heads x head_dim (q.k and p.v), with the keys that token actually attends to
-        (:func:`keys_attended`: masked-out positions are not counted). Norms, RoPE, softmax and
-        activations are left out (a few percent at most).
-        """
-        dec = arch.decoder_of(self.model)
-        params = dec.layers[self.layer].self_attn.k_proj.weight.numel() + sum(
-            m.weight.numel() for layer in dec.layers[: self.layer] for m in layer.modules()
-            if isinstance(m, torch.nn.Linear))
-        keys = keys_attended(n_tokens, self.sink, self.memory + self.window, self.chunk_size)
-        linear, attention = 2 * params * n_tokens, 4 * keys * dec.num_heads * dec.head_dim * self.layer
-        return {"linear": linear, "attention": attention, "total": linear + attention,
-                "params_per_token": params, "mean_keys": keys / max(n_tokens, 1)}
+    @classmethod
+    def of(cls, model: torch.nn.Module, layer: int, config: PrefillConfig, **runtime) -> "StreamingPrefiller":
+        """The prefiller of ``config``; ``runtime``: progress, layers, decoder, key_device."""
+        return cls(model, layer, config.sink, config.window, config.chunk_size, config.lag_memory,
+                   key_dtype=getattr(torch, config.key_dtype), **runtime)
 
     @property
     def _param(self) -> torch.Tensor:
@@ -267,7 +236,7 @@ class StreamingPrefiller:
 
     def _trim(self, old: LayerWindow, keys: torch.Tensor, values: torch.Tensor) -> LayerWindow:
         """The cache after a chunk: ``keys``/``values`` are the old one's and the chunk's."""
-        if self.memory:
+        if self.lag_memory:
             return self._remember(old, keys, values)
         if keys.shape[1] <= self.sink + self.window:
             return LayerWindow(keys, values)
@@ -287,6 +256,6 @@ class StreamingPrefiller:
         judge = LagKV(sink=0)
         new = judge.scores(keys[:, start:end + lag], values[:, start:end + lag])[:, : parts * lag]
         scores = new if old.scores is None else torch.cat((old.scores, new), dim=1)
-        mem_k, mem_v, scores = pick_memory(keys[:, self.sink:end], values[:, self.sink:end], scores, self.memory)
+        mem_k, mem_v, scores = pick_memory(keys[:, self.sink:end], values[:, self.sink:end], scores, self.lag_memory)
         cat = lambda x, m: torch.cat((x[:, : self.sink], m, x[:, end:]), dim=1)  # noqa: E731
         return LayerWindow(cat(keys, mem_k), cat(values, mem_v), mem_k.shape[1], scores)

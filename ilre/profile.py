@@ -58,3 +58,14 @@ def find(name: str, num_layers: int, model_dir: Path | None = None) -> Profile |
 def fallback_layer(num_layers: int) -> int:
     """Without a profile: about 60% of the depth, where the probe found retrieval for SmolLM2."""
     return min(num_layers - 1, round(0.6 * num_layers))
+
+
+def layer_for(found: Profile | None, num_layers: int, name: str) -> int:
+    """The retrieval layer when none is configured: the profile's, else ``fallback_layer`` (with a
+    warning that says how to measure one)."""
+    if found is not None:
+        log.info("retrieval layer %d from profile %s", found.layer, found.source)
+        return found.layer
+    layer = fallback_layer(num_layers)
+    log.warning("no profile for %s: using layer %d; run `python -m layer_probe` to choose one", name, layer)
+    return layer

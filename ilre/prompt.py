@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import AnswerConfig
+
 _MARK = "\u2063ILRE_CONTEXT\u2063"
 # A unit ends after . ! or ? followed by space, or at a line break. Not after a colon:
 # "the number for X is: 1298782." must stay one unit with its answer.
@@ -81,7 +83,7 @@ class PromptTemplate:
     """Renders prefix and suffix ids around the context for one tokenizer."""
 
     tokenizer: object
-    instruction: str = ""
+    instruction: str = AnswerConfig.instruction
 
     def _chat_text(self, user: str) -> str:
         """One user turn ready for the answer: the chat template's, else BOS + text + newline."""

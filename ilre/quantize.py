@@ -19,7 +19,6 @@ import warnings
 import torch
 from torch import nn
 
-from .config import PREFILL_PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +37,9 @@ def resolve(precision: str, param: torch.Tensor) -> str:
     """'model' or 'int8' for a model whose weights look like ``param``.
 
     'auto' means int8 on CPU with fp32 weights when the kernels exist, else the model's own
-    precision. An explicit 'int8' where it cannot run is an error, not a silent fallback.
+    precision. An explicit 'int8' where it cannot run is an error, not a silent fallback. (The
+    value is checked by its owner, ``PrefillConfig``.)
     """
-    if precision not in PREFILL_PRECISIONS:
-        raise ValueError(f"prefill_precision must be one of {', '.join(PREFILL_PRECISIONS)}, not {precision!r}")
     if precision == "model":
         return "model"
     problem = None

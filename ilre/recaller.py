@@ -1,17 +1,45 @@
-"""Recallers: turn scores of context tokens (or of whole units) into the positions the answer reads.
+"""Recallers: turn the scores of a context's units or tokens into the positions the answer reads.
 
-Both return sorted, unique positions within [0, L), never more than the budget, and all L
-positions when the budget covers the context.
+Every recaller returns sorted, unique positions within [0, L), never more than the budget, and
+all L positions when the budget covers the context (``whole_context``). Each is a small dataclass
+whose parameters are its config's (ilre/config.py), and each implements ``Recaller``, which is all
+the pipeline knows of it: a new recaller plugs in with ``ILRe(..., recaller=...)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from .config import POOLINGS
+from .config import PoolingRecallConfig, SentenceRecallConfig
+from .lexical import LexicalIndex, scaled
+from .units import TextUnits
+
+if TYPE_CHECKING:
+    from .prompt import ContextTokens
+
+
+class Context(Protocol):
+    """What a recaller reads of an encoded context besides the scores (``EncodedContext`` is one)."""
+
+    tokens: "ContextTokens"
+
+    def lexical(self, units: TextUnits, context: int) -> LexicalIndex:
+        """The BM25 index of these units, each read with ``context`` neighbours on each side."""
+
+
+class Recaller(Protocol):
+    """Chooses what the answer reads, given the query's scores of the context."""
+
+    def units(self, tokens: "ContextTokens") -> TextUnits | None:
+        """The units the scorer scores as one (a score per unit); None: a score per token."""
+
+    def recall(self, scores: torch.Tensor, context: Context, question: str, budget: int) -> torch.Tensor:
+        """Sorted context positions to read, at most ``budget``, from ``scores`` (per unit of
+        ``units(context.tokens)``, or per token)."""
 
 
 def whole_context(length: int, budget: int) -> torch.Tensor | None:
@@ -58,7 +86,7 @@ def _rank(primary: torch.Tensor, secondary: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class PoolingRecaller:
+class PoolingRecaller(PoolingRecallConfig):
     """ILRe's multi-pooling-kernel recall.
 
     A small kernel picks isolated high-scoring tokens; a large one takes whole neighbourhoods
@@ -67,20 +95,14 @@ class PoolingRecaller:
     Ties inside a pooled plateau go to the tokens that scored highest themselves.
     """
 
-    kernels: tuple[int, ...] = (1, 7, 31)
-    shares: tuple[float, ...] | None = None
-    pooling: str = "max"
+    def units(self, tokens: "ContextTokens") -> None:
+        return None
 
-    def __post_init__(self) -> None:
-        if not self.kernels or any(k < 1 or k % 2 == 0 for k in self.kernels):
-            raise ValueError(f"kernels must be odd positive sizes, got {self.kernels}")
-        if self.shares is not None and (len(self.shares) != len(self.kernels) or min(self.shares) < 0
-                                        or sum(self.shares) <= 0):
-            raise ValueError("shares must be non-negative, one per kernel, not all zero")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
+    def recall(self, scores: torch.Tensor, context: Context, question: str, budget: int) -> torch.Tensor:
+        return self.pick(scores, budget)
 
-    def recall(self, scores: torch.Tensor, budget: int, unit_starts: torch.Tensor | None = None) -> torch.Tensor:
+    def pick(self, scores: torch.Tensor, budget: int) -> torch.Tensor:
+        """Positions from one score per token."""
         scores = _finite_order(scores)
         length = scores.numel()
         if (whole := whole_context(length, budget)) is not None:
@@ -97,59 +119,48 @@ class PoolingRecaller:
 
 
 @dataclass
-class TextUnits:
-    """A context's sentences/lines as token ranges [start, end), in text order."""
-
-    starts: torch.Tensor  # [U] long
-    ends: torch.Tensor    # [U] long
-
-    @classmethod
-    def of(cls, unit_starts: torch.Tensor | None, length: int, max_tokens: int) -> "TextUnits":
-        """Units from their first tokens, longer ones cut into pieces of ``max_tokens``."""
-        starts = unit_starts if unit_starts is not None else torch.zeros(1, dtype=torch.long)
-        starts = split_long_units(starts.cpu(), length, max_tokens) if length else starts[:0]
-        return cls(starts, torch.cat((starts[1:], torch.tensor([length]))) if length else starts)
-
-    def __len__(self) -> int:
-        return self.starts.numel()
-
-    @property
-    def length(self) -> int:
-        return int(self.ends[-1]) if len(self) else 0
-
-    def index(self) -> torch.Tensor:
-        """The unit of every token, [L]."""
-        return torch.searchsorted(self.starts, torch.arange(self.length), right=True) - 1
-
-    def best(self, scores: torch.Tensor) -> torch.Tensor:
-        """Each unit's best token score, [U]."""
-        out = torch.full((len(self),), float("-inf"))
-        return out.scatter_reduce(0, self.index(), scores.float().cpu().reshape(-1), reduce="amax")
-
-
-@dataclass
-class UnitRecaller:
+class UnitRecaller(SentenceRecallConfig):
     """Recall whole text units (sentences, lines) instead of pooled token neighbourhoods.
 
     Units are taken best first while they fit in the budget. Small models are confused by
     fragments, so whole units keep each recalled fact readable, and budget that no whole unit
     fits stays unused rather than filled with stray tokens. Units longer than
     ``max_unit_tokens`` are cut into pieces so that one run-on paragraph cannot take the whole
-    budget. ``cut`` stops at the first unit scoring below ``cut`` times the best unit's score:
-    a clear answer then comes with fewer look-alikes (0 keeps taking while the budget lasts).
+    budget. ``unit_cut`` stops at the first unit scoring below that share of the best unit's
+    score: a clear answer then comes with fewer look-alikes (0 keeps taking while the budget lasts).
+
+    With ``lexical_weight``, units rank by their attention plus their match with the question's
+    words read with their neighbours, each on a scale of its best. A unit above the cut is taken
+    only when its attention or its own words (neighbours left out) also reach ``unit_cut`` of
+    theirs: a neighbour that only borrows the question's words is a look-alike that a small reader
+    confuses with the answer. Then ``hops`` rounds follow chains of rare words while the budget lasts.
     """
 
-    max_unit_tokens: int = 128
-    cut: float = 0.0
+    def units(self, tokens: "ContextTokens") -> TextUnits:
+        return self.split(tokens.unit_starts(), len(tokens))
 
-    def __post_init__(self) -> None:
-        if self.max_unit_tokens < 1:
-            raise ValueError(f"max_unit_tokens must be at least 1, got {self.max_unit_tokens}")
-        if not 0.0 <= self.cut < 1.0:
-            raise ValueError(f"cut must be in [0, 1), got {self.cut}")
-
-    def units(self, unit_starts: torch.Tensor | None, length: int) -> TextUnits:
+    def split(self, unit_starts: torch.Tensor | None, length: int) -> TextUnits:
+        """The units of a context of ``length`` tokens whose sentences start at ``unit_starts``."""
         return TextUnits.of(unit_starts, length, self.max_unit_tokens)
+
+    def recall(self, scores: torch.Tensor, context: Context, question: str, budget: int) -> torch.Tensor:
+        units = self.units(context.tokens)
+        if (whole := whole_context(units.length, budget)) is not None:
+            return whole
+        lexical = context.lexical(units, self.lexical_context) if self.lexical_weight or self.hops else None
+        candidates = None
+        if lexical is not None and self.lexical_weight:
+            attention = scaled(scores)
+            candidates = (attention >= self.unit_cut) | (scaled(lexical.own_scores(question)) >= self.unit_cut)
+            scores = attention + self.lexical_weight * scaled(lexical.scores(question))
+        chosen = found = self.choose(scores, units, budget, candidates)
+        for _ in range(self.hops if lexical is not None else 0):
+            before = len(chosen)
+            chosen = self.extend(chosen, lexical.linked(found, question, set(chosen)), units, budget)
+            found = chosen[before:]
+            if not found:
+                break
+        return units.positions(chosen)
 
     def choose(self, unit_scores: torch.Tensor, units: TextUnits, budget: int,
                candidates: torch.Tensor | None = None) -> list[int]:
@@ -159,7 +170,7 @@ class UnitRecaller:
         """
         unit_scores = _finite_order(unit_scores).cpu()
         order = torch.argsort(unit_scores, descending=True, stable=True).tolist()
-        floor = self.cut * float(unit_scores[order[0]]) if order and self.cut else float("-inf")
+        floor = self.unit_cut * float(unit_scores[order[0]]) if order and self.unit_cut else float("-inf")
         return self.extend([], [u for u in order if unit_scores[u] >= floor and (candidates is None or candidates[u])],
                            units, budget)
 
@@ -178,32 +189,17 @@ class UnitRecaller:
                 left -= sizes[u]
         return out
 
-    @staticmethod
-    def positions(chosen: list[int], units: TextUnits) -> torch.Tensor:
-        """Sorted token positions of the units ``chosen``."""
-        if not chosen:
-            return torch.zeros(0, dtype=torch.long)
-        return torch.cat([torch.arange(int(units.starts[u]), int(units.ends[u])) for u in sorted(chosen)])
-
     def take(self, unit_scores: torch.Tensor, units: TextUnits, budget: int) -> torch.Tensor:
         """Sorted token positions of the best units that fit in ``budget``, given a score per unit."""
         if (whole := whole_context(units.length, budget)) is not None:
             return whole
-        return self.positions(self.choose(unit_scores, units, budget), units)
+        return units.positions(self.choose(unit_scores, units, budget))
 
-    def recall(self, scores: torch.Tensor, budget: int, unit_starts: torch.Tensor | None = None) -> torch.Tensor:
+    def pick(self, scores: torch.Tensor, budget: int, unit_starts: torch.Tensor | None = None) -> torch.Tensor:
         """Positions from one score per token: a unit scores as its best token."""
-        units = self.units(unit_starts, scores.numel())
+        units = self.split(unit_starts, scores.numel())
         return self.take(units.best(scores), units, budget).to(scores.device)
 
 
-def split_long_units(starts: torch.Tensor, length: int, max_len: int) -> torch.Tensor:
-    """Add start positions so that no unit is longer than ``max_len`` tokens."""
-    starts = torch.unique(torch.cat((torch.zeros(1, dtype=torch.long, device=starts.device),
-                                     starts.long().clamp(0, max(length - 1, 0)))))
-    ends = torch.cat((starts[1:], torch.tensor([length], device=starts.device)))
-    long_units = ((ends - starts) > max_len).nonzero().view(-1).tolist()
-    extra = [torch.arange(int(starts[u]) + max_len, int(ends[u]), max_len) for u in long_units]
-    if extra:
-        starts = torch.unique(torch.cat([starts, *[x.to(starts.device) for x in extra]]))
-    return starts
+RECALLERS = {"sentence": UnitRecaller, "token": PoolingRecaller}
+"""The recaller of each ``ILReConfig.recall_unit``."""

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from . import arch
-from .config import POSITION_SCHEMES
+from .config import ScoringConfig
 from .key_cache import KeyCache
+
+if TYPE_CHECKING:
+    from .units import TextUnits
 
 
 @dataclass
-class QueryScorer:
+class QueryScorer(ScoringConfig):
     """Per-head softmax(q·Kᵀ/√d) in fp32, one score per key or per unit of keys.
 
     Per key: the attention averaged over heads and query tokens. Per unit (a sentence or line,
@@ -30,15 +34,26 @@ class QueryScorer:
         docs/ to be what makes retrieval work beyond it.
       * ``"absolute"``: keys at their stream positions, the query right after them, as the model
         would see them in a full forward pass.
+
+    Its parameters are its config's (``ScoringConfig``): written and checked once there.
     """
 
-    positions: str = "relative"
-    distance: int = 256
-    block_size: int = 32768
+    @torch.inference_mode()
+    def score_context(self, decoder: arch.Decoder, queries: torch.Tensor, cache: KeyCache, n_prefix: int,
+                      question: torch.Tensor | None = None, units: "TextUnits | None" = None) -> torch.Tensor:
+        """Scores of the context from the queries [H, T, D] and the keys of prefix + context, on the
+        CPU: one per unit of ``units`` [U] when given, else one per token [L].
 
-    def __post_init__(self) -> None:
-        if self.positions not in POSITION_SCHEMES:
-            raise ValueError(f"positions must be one of {POSITION_SCHEMES}, not {self.positions!r}")
+        ``question`` marks the query tokens that belong to the question (``QueryTokens.question``);
+        with ``query_tokens='question'`` only they score the context. The prefix keys (template,
+        instruction) are scored with the rest (they take their share of the attention) and dropped.
+        """
+        if self.query_tokens == "question" and question is not None and question.any():
+            queries = queries[:, question.to(queries.device)]
+        if units is None:
+            return self.score(decoder, queries, cache)[n_prefix:].cpu()
+        index = torch.cat((torch.full((n_prefix,), len(units), dtype=torch.long), units.index()))
+        return self.score(decoder, queries, cache, index, len(units) + 1)[:-1].cpu()
 
     @torch.inference_mode()
     def score(self, decoder: arch.Decoder, queries: torch.Tensor, cache: KeyCache,

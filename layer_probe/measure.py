@@ -20,14 +20,15 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from statistics import fmean
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
 from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
 from ilre.prompt import tokenize_context
-from ilre.recaller import whole_context
+from ilre.encoded import EncodedContext
+from ilre.recaller import PoolingRecaller, Recaller, UnitRecaller, whole_context
 from evaluation.tasks import Task, tokenizer_len_for
 
 from .needles import NeedleSpec, make_task, needle_mask
@@ -38,16 +39,12 @@ MODES = ("sentence", "single", "multi")
 DIGITS = 4
 
 
-class Recaller(Protocol):
-    def recall(self, scores: torch.Tensor, budget: int, unit_starts: torch.Tensor | None = None) -> torch.Tensor: ...
-
-
 def recallers(config: ILReConfig) -> dict[str, Recaller]:
-    """The recallers of the three modes, each the pipeline's own under ``config`` (``ILReConfig.recaller``)."""
+    """The recallers of the three modes, each the pipeline's own under ``config``."""
     return {
-        "sentence": replace(config, recall_unit="sentence").recaller(),
-        "single": replace(config, recall_unit="token", kernels=(1,), shares=None).recaller(),
-        "multi": replace(config, recall_unit="token").recaller(),
+        "sentence": config.part(UnitRecaller),
+        "single": replace(config, kernels=(1,), shares=None).part(PoolingRecaller),
+        "multi": config.part(PoolingRecaller),
     }
 
 
@@ -109,9 +106,6 @@ class LayerProbe:
         self.config = replace(c, chunk_size=self.prefiller.chunk_size,  # as run
                               prefill_precision=self.pipeline.prefill_precision)
         self.recallers = recallers(c)
-        # Scores exactly as the pipeline computes them: per token for the pooling modes, per unit for sentences.
-        self.tokens = self.pipeline.with_config(recall_unit="token")
-        self.sentences = self.pipeline.with_config(recall_unit="sentence")
 
     def task(self, spec: NeedleSpec) -> Task:
         return make_task(spec, self.count)
@@ -128,20 +122,24 @@ class LayerProbe:
         state = self.prefiller.prefill(torch.cat((prefix, tokens.ids)), capture=tuple(self.layers[:-1]))
         queries = self.prefiller.query_states_by_layer(state, query.ids)
         caches = {**state.captured, self.layers[-1]: state.key_cache}
-        units = tokens.unit_starts()
+        context = EncodedContext(tokens, prefix, None, {})
         n_ctx, n_needle = len(tokens), int(needle.sum())
         recall: dict[str, list[float]] = {m: [] for m in self.recallers}
         for layer in self.layers:
-            scores, _ = self.tokens.scores(queries[layer], caches[layer], tokens, prefix.numel(), query.question)
+            token_scores = None  # shared by the pooling modes
             for mode, recaller in self.recallers.items():
                 if whole_context(n_ctx, c.budget) is not None:  # the pipeline reads the whole context then
-                    hit = n_needle
-                elif mode == "sentence":  # exactly as the pipeline recalls sentences
-                    unit_scores, found = self.sentences.scores(queries[layer], caches[layer], tokens,
-                                                               prefix.numel(), query.question)
-                    hit = int(needle[self.sentences.select(unit_scores, found, tokens)].sum())
+                    recall[mode].append(1.0)
+                    continue
+                # Scored and recalled exactly as the pipeline does it.
+                units = recaller.units(tokens)
+                if units is None and token_scores is not None:
+                    scores = token_scores
                 else:
-                    hit = int(needle[recaller.recall(scores, c.budget, units)].sum())
+                    scores = self.pipeline.scorer.score_context(self.decoder, queries[layer], caches[layer],
+                                                                prefix.numel(), query.question, units)
+                    token_scores = scores if units is None else token_scores
+                hit = int(needle[recaller.recall(scores, context, query.text, c.budget)].sum())
                 recall[mode].append(hit / n_needle)
         return recall, n_ctx, n_needle
 

@@ -37,6 +37,7 @@ def main() -> int:
         from evaluation.generators import DEPTH_TASKS, generate
         from evaluation.tasks import tokenizer_len_for
         from ilre.pipeline import ILRe
+        from ilre.result import spans_of
 
         cli.set_threads(args.threads)
         ilre = ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype, key_dtype="float32")
@@ -55,7 +56,7 @@ def main() -> int:
                 for dtype, cast in rounding.items():
                     encoded.state.key_cache.keys = cast(exact)
                     positions, _ = ilre.recall(encoded, task.question, task.answer_prefix)
-                    text = " ".join(s.text for s in ilre._spans(encoded.tokens, positions))
+                    text = " ".join(s.text for s in spans_of(encoded.tokens, positions))
                     kept[dtype] += sum(a in text for a in task.answers) / len(task.answers)
                     reference = positions if reference is None else reference
                     same[dtype] += int(positions.equal(reference))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import one_line_error
-from ilre.answer import main
+from ilre.ask import main
 
 TEXT = "Alpha beta gamma. " * 30 + "The code is 4417. " + "Delta epsilon. " * 30
 

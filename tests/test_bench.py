@@ -13,7 +13,8 @@ import pytest
 from conftest import tiny_model, tiny_tokenizer
 from ilre import cli
 from evaluation import bench_measure as measure, bench_report as report
-from ilre.prefiller import StreamingPrefiller, keys_attended
+from evaluation.flops import keys_attended, prefill_flops
+from ilre.prefiller import StreamingPrefiller
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def test_keys_attended_by_hand():
 def test_prefill_flops_by_hand():
     # Tiny Llama: hidden 64, MLP 128, 4 heads / 2 KV heads of 16. Per lower layer:
     # q 64*64 + k 64*32 + v 64*32 + o 64*64 + MLP 3*64*128 = 36864 weights; k_proj at the top 2048.
-    f = StreamingPrefiller(tiny_model("llama"), layer=2, sink=1, window=4, chunk_size=3).flops(10)
+    f = prefill_flops(StreamingPrefiller(tiny_model("llama"), layer=2, sink=1, window=4, chunk_size=3), 10)
     assert f["params_per_token"] == 2 * 36864 + 2048
     assert f["linear"] == 2 * (2 * 36864 + 2048) * 10
     assert f["attention"] == 4 * 48 * 4 * 16 * 2  # 4 * keys * heads * head_dim * lower layers
@@ -123,7 +124,7 @@ def test_measure_ilre_fields(tiny_model_dir, context_file):
     params = sum(p.numel() for p in tiny_model("llama").parameters())
     assert r["weights_bytes"] == 4 * params
     assert r["peak_rss_bytes"] >= r["rss_after_load_bytes"] > r["weights_bytes"]
-    expected = StreamingPrefiller(tiny_model("llama"), 2, sink=4, window=64, chunk_size=64).flops(r["streamed_tokens"])
+    expected = prefill_flops(StreamingPrefiller(tiny_model("llama"), 2, sink=4, window=64, chunk_size=64), r["streamed_tokens"])
     assert r["prefill_flops"] == expected
     assert r["prefill_gflops_per_s"] == pytest.approx(expected["total"] / r["stages_s"]["prefill"] / 1e9)
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import one_line_error
 from ilre import cli
-from ilre.answer import main
+from ilre.ask import main
 from ilre.config import ILReConfig
 
 ROOT = Path(__file__).resolve().parent.parent

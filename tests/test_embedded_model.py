@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from ilre.answer import main
+from ilre.ask import main
 from ilre.loading import default_model_file
 from evaluation.generators import passkey
 from evaluation.tasks import tokenizer_len_for

@@ -47,7 +47,8 @@ def test_scores_from_a_loaded_index_equal_the_in_memory_ones(ilre, tmp_path):
     scores = []
     for enc in (encoded, loaded):
         queries = ilre.prefiller().query_states(enc.state, query.ids)
-        scores.append(ilre.scores(queries, enc.state.key_cache, enc.tokens, enc.prefix_ids.numel(), query.question)[0])
+        scores.append(ilre.scorer.score_context(ilre.decoder, queries, enc.state.key_cache, enc.prefix_ids.numel(),
+                                                query.question, ilre.recaller.units(enc.tokens)))
     assert torch.equal(scores[0], scores[1])
 
 
@@ -120,7 +121,7 @@ def _json_lines(capsys) -> list[dict]:
 
 
 def test_index_then_answer_from_the_command_line(tiny_model_dir, tmp_path, capsys):
-    from ilre.answer import main as answer
+    from ilre.ask import main as answer
     from ilre.index.__main__ import main as make_index
 
     book = tmp_path / "book.txt"

@@ -82,7 +82,7 @@ def _stream(memory: int, window: int, n: int = 700, chunk: int = 48, kind: str =
 
     model = tiny_model(kind)
     ids = torch.randint(5, 200, (n,), generator=torch.Generator().manual_seed(3))
-    prefiller = StreamingPrefiller(model, 2, sink=4, window=window, chunk_size=chunk, memory=memory)
+    prefiller = StreamingPrefiller(model, 2, sink=4, window=window, chunk_size=chunk, lag_memory=memory)
     return model, ids, prefiller.prefill(ids)
 
 
@@ -128,4 +128,4 @@ def test_a_memory_needs_a_window_of_one_lag():
     from ilre.prefiller import StreamingPrefiller
 
     with pytest.raises(ValueError, match="window of at least"):
-        StreamingPrefiller(tiny_model(), 2, window=LagKV.lag - 1, memory=8)
+        StreamingPrefiller(tiny_model(), 2, window=LagKV.lag - 1, lag_memory=8)

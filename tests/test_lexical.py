@@ -107,7 +107,7 @@ LOOKALIKES = " ".join(f"The magic number for {fruit} is {10 + i}." for i, fruit 
 def test_a_neighbour_that_only_borrows_the_questions_words_is_not_taken(ilre):
     """Its BM25 with neighbours passes the cut, but neither its attention nor its own words do."""
     encoded = ilre.encode(LOOKALIKES)
-    units = ilre.config.recaller().units(encoded.tokens.unit_starts(), len(encoded.tokens))
+    units = ilre.recaller.units(encoded.tokens)
     lexical = encoded.lexical(units, ilre.config.lexical_context)
     question = "What is the magic number for lime?"
     attention = torch.zeros(len(units))
@@ -115,7 +115,7 @@ def test_a_neighbour_that_only_borrows_the_questions_words_is_not_taken(ilre):
     fused = scaled(attention) + scaled(lexical.scores(question))
     lime = 5
     assert (fused[[lime - 1, lime + 1]] >= ilre.config.unit_cut * fused.max()).all()  # a cut on the sum takes them
-    read = ilre.tokenizer.decode(encoded.tokens.ids[ilre.select(attention, units, encoded.tokens, question, lexical)])
+    read = ilre.tokenizer.decode(encoded.tokens.ids[ilre.recaller.recall(attention, encoded, question, ilre.config.budget)])
     assert "lime is 15" in read and "apple is 10" in read
     assert "date" not in read and "kiwi" not in read
 
@@ -124,8 +124,10 @@ def test_weight_zero_is_attention_alone(ilre):
     encoded = ilre.encode(CHAIN)
     attention = ilre.with_config(lexical_weight=0.0)
     queries = attention.prefiller().query_states(encoded.state, attention.template.query("What is QXZ?").ids)
-    scores, units = attention.scores(queries, encoded.state.key_cache, encoded.tokens, encoded.prefix_ids.numel())
-    expected = attention.config.recaller().take(scores, units, attention.config.budget)
+    units = attention.recaller.units(encoded.tokens)
+    scores = attention.scorer.score_context(attention.decoder, queries, encoded.state.key_cache,
+                                            encoded.prefix_ids.numel(), units=units)
+    expected = attention.recaller.take(scores, units, attention.config.budget)
     assert torch.equal(attention.recall(encoded, "What is QXZ?")[0], expected)
 
 
@@ -149,5 +151,5 @@ def test_a_saved_index_carries_the_words_and_recalls_alike(ilre, tmp_path):
     expected = chained.recall(encoded, question)[0]
     path = encoded.save(tmp_path / "chain.ilre")
     loaded = chained.load_index(path)
-    assert loaded._lexical  # the words came with the file, not found again
+    assert loaded.words  # the words came with the file, not found again
     assert torch.equal(chained.recall(loaded, question)[0], expected)

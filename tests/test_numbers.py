@@ -61,7 +61,8 @@ def test_half_precision_twins_give_finite_scores_and_the_same_clear_recall(token
         with torch.inference_mode():  # the cache is an inference tensor
             encoded.state.key_cache.keys[:, [p + i for i in where]] = (8 * direction / direction.norm()).to(
                 encoded.state.key_cache.keys.dtype)
-        scores, _ = ilre.scores(queries, encoded.state.key_cache, encoded.tokens, p, query.question)
+        scores = ilre.scorer.score_context(ilre.decoder, queries, encoded.state.key_cache, p, query.question,
+                                           ilre.recaller.units(encoded.tokens))
         assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
         results.append(set(torch.topk(scores, len(where)).indices.tolist()))
     assert results[0] == results[1] == set(where)

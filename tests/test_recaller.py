@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ilre.recaller import PoolingRecaller, TextUnits, UnitRecaller, split_budget, split_long_units
+from ilre.recaller import PoolingRecaller, UnitRecaller, split_budget
+from ilre.units import TextUnits, split_long_units
 
 scores_st = st.lists(st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, width=32), min_size=1, max_size=300)
 kernels_st = st.lists(st.sampled_from([1, 3, 5, 7, 31, 63]), min_size=1, max_size=4).map(tuple)
@@ -27,7 +28,7 @@ def _check(pos: torch.Tensor, length: int, budget: int, exact: bool = True) -> N
 @given(scores=scores_st, budget=st.integers(0, 400), kernels=kernels_st, pooling=st.sampled_from(["max", "avg"]))
 def test_pooling_recaller_invariants(scores, budget, kernels, pooling):
     s = torch.tensor(scores)
-    _check(PoolingRecaller(kernels, pooling=pooling).recall(s, budget), s.numel(), budget)
+    _check(PoolingRecaller(kernels, pooling=pooling).pick(s, budget), s.numel(), budget)
 
 
 @settings(max_examples=150, deadline=None)
@@ -35,20 +36,20 @@ def test_pooling_recaller_invariants(scores, budget, kernels, pooling):
 def test_unit_recaller_invariants(scores, budget, data, max_unit):
     s = torch.tensor(scores)
     starts = torch.tensor(sorted(set(data.draw(st.lists(st.integers(0, s.numel() - 1), max_size=30)))), dtype=torch.long)
-    recaller = UnitRecaller(max_unit_tokens=max_unit, cut=data.draw(st.sampled_from([0.0, 0.5])))
-    pos = recaller.recall(s, budget, starts)
+    recaller = UnitRecaller(max_unit_tokens=max_unit, unit_cut=data.draw(st.sampled_from([0.0, 0.5])))
+    pos = recaller.pick(s, budget, starts)
     _check(pos, s.numel(), budget, exact=False)
-    units = recaller.units(starts, s.numel())
+    units = recaller.split(starts, s.numel())
     taken = torch.zeros(s.numel(), dtype=torch.bool)
     taken[pos] = True
     for a, b in zip(units.starts.tolist(), units.ends.tolist()):
         # no fragments: a unit (a line, a sentence or a piece of at most max_unit tokens) is taken whole or not at all
         assert taken[a:b].all() or not taken[a:b].any()
         assert b - a <= max_unit
-    if budget < s.numel() and recaller.cut:
+    if budget < s.numel() and recaller.unit_cut:
         best = units.best(s)
         kept = best[[int(u) for u in units.index()[pos].unique()]] if pos.numel() else best[:0]
-        assert (kept >= recaller.cut * best.max()).all()
+        assert (kept >= recaller.unit_cut * best.max()).all()
 
 
 def test_a_line_shorter_than_the_cap_is_never_cut():
@@ -56,21 +57,21 @@ def test_a_line_shorter_than_the_cap_is_never_cut():
     starts = torch.tensor([0, 30, 108, 140])  # the line is [30, 108)
     s = torch.zeros(200)
     s[100] = 1.0  # its best token sits near its end
-    pos = UnitRecaller().recall(s, 100, starts)
+    pos = UnitRecaller().pick(s, 100, starts)
     assert pos.tolist() == list(range(30, 108))
 
 
 def test_budget_no_whole_unit_fits_stays_unused():
     starts = torch.tensor([0, 50])
     s = torch.arange(100, dtype=torch.float)
-    assert UnitRecaller().recall(s, 40, starts).numel() == 0  # no stray single tokens
+    assert UnitRecaller().pick(s, 40, starts).numel() == 0  # no stray single tokens
 
 
 def test_cut_drops_units_far_below_the_best():
     units = TextUnits.of(torch.tensor([0, 10, 20, 30]), 40, 128)
     scores = torch.tensor([1.0, 0.9, 0.2, 0.1])
-    assert UnitRecaller(cut=0.5).take(scores, units, 40 - 1).tolist() == list(range(0, 20))
-    assert UnitRecaller(cut=0.0).take(scores, units, 39).tolist() == list(range(0, 30))
+    assert UnitRecaller(unit_cut=0.5).take(scores, units, 40 - 1).tolist() == list(range(0, 20))
+    assert UnitRecaller(unit_cut=0.0).take(scores, units, 39).tolist() == list(range(0, 30))
 
 
 @given(budget=st.integers(0, 10_000), shares=st.lists(st.floats(0.01, 100), min_size=1, max_size=6))
@@ -81,20 +82,20 @@ def test_split_budget_adds_up(budget, shares):
 
 def test_single_kernel_takes_the_top_tokens():
     s = torch.tensor([0.1, 0.9, 0.2, 0.8, 0.0, 0.7])
-    assert PoolingRecaller((1,)).recall(s, 3).tolist() == [1, 3, 5]
+    assert PoolingRecaller((1,)).pick(s, 3).tolist() == [1, 3, 5]
 
 
 def test_large_kernel_takes_the_neighbourhood_of_a_peak():
     s = torch.zeros(50)
     s[20] = 1.0
     s[40] = 0.5
-    assert PoolingRecaller((7,)).recall(s, 7).tolist() == list(range(17, 24))
+    assert PoolingRecaller((7,)).pick(s, 7).tolist() == list(range(17, 24))
 
 
 def test_multi_kernel_covers_isolated_peaks_and_a_span():
     s = torch.rand(200, generator=torch.Generator().manual_seed(0)) * 0.01
     s[[10, 100, 180]] = 1.0
-    pos = PoolingRecaller((1, 9), shares=(1, 3)).recall(s, 12).tolist()
+    pos = PoolingRecaller((1, 9), shares=(1, 3)).pick(s, 12).tolist()
     assert {10, 100, 180} <= set(pos)
     assert len(pos) == 12
 
@@ -103,7 +104,7 @@ def test_unit_recaller_takes_whole_best_units():
     s = torch.zeros(30)
     s[12] = 1.0  # inside the unit [10, 15)
     starts = torch.tensor([0, 5, 10, 15, 20, 25])
-    assert UnitRecaller().recall(s, 5, starts).tolist() == [10, 11, 12, 13, 14]
+    assert UnitRecaller().pick(s, 5, starts).tolist() == [10, 11, 12, 13, 14]
 
 
 def test_split_long_units_caps_unit_length():
@@ -118,7 +119,7 @@ def test_bad_pooling_arguments_are_refused(bad):
         PoolingRecaller(**bad)
 
 
-@pytest.mark.parametrize("bad", [dict(max_unit_tokens=0), dict(cut=1.0), dict(cut=-0.1)])
+@pytest.mark.parametrize("bad", [dict(max_unit_tokens=0), dict(unit_cut=1.0), dict(unit_cut=-0.1)])
 def test_bad_unit_arguments_are_refused(bad):
     with pytest.raises(ValueError):
         UnitRecaller(**bad)
@@ -132,14 +133,14 @@ wild_st = st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min
 def test_any_scores_nan_and_infinities_included_give_valid_positions(scores, budget, kernels, data):
     """NaN counts as the lowest score; whatever the scores, positions stay valid."""
     s = torch.tensor(scores)
-    _check(PoolingRecaller(kernels).recall(s, budget), s.numel(), budget, exact=False)
+    _check(PoolingRecaller(kernels).pick(s, budget), s.numel(), budget, exact=False)
     starts = torch.tensor(sorted(set(data.draw(st.lists(st.integers(0, s.numel() - 1), max_size=20)))),
                           dtype=torch.long)
-    recaller = UnitRecaller(max_unit_tokens=data.draw(st.integers(1, 30)), cut=data.draw(st.sampled_from([0.0, 0.2])))
-    _check(recaller.recall(s, budget, starts), s.numel(), budget, exact=False)
+    recaller = UnitRecaller(max_unit_tokens=data.draw(st.integers(1, 30)), unit_cut=data.draw(st.sampled_from([0.0, 0.2])))
+    _check(recaller.pick(s, budget, starts), s.numel(), budget, exact=False)
 
 
 def test_nan_ranks_lowest():
     s = torch.tensor([float("nan"), 1.0, 0.0, float("nan")])
-    assert PoolingRecaller((1,)).recall(s, 1).tolist() == [1]
-    assert UnitRecaller(max_unit_tokens=1).recall(s, 2, torch.arange(4)).tolist() == [1, 2]
+    assert PoolingRecaller((1,)).pick(s, 1).tolist() == [1]
+    assert UnitRecaller(max_unit_tokens=1, unit_cut=0.0).pick(s, 2, torch.arange(4)).tolist() == [1, 2]

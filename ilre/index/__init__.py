@@ -4,6 +4,6 @@ context once; ``python -m ilre.answer --index book.ilre --query ...`` answers fr
 The file format is in :mod:`ilre.index.format`; the command line in ``__main__``.
 """
 
-from .format import FORMAT, SUFFIX, IndexFileError, describe, fingerprint, read, read_meta, write
+from .format import FORMAT, SUFFIX, IndexFileError, describe, read, read_meta, write
 
-__all__ = ["FORMAT", "SUFFIX", "IndexFileError", "describe", "fingerprint", "read", "read_meta", "write"]
+__all__ = ["FORMAT", "SUFFIX", "IndexFileError", "describe", "read", "read_meta", "write"]

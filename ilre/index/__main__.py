@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .. import cli
-from ..answer import read_text
+from ..inputs import read_text
 from .format import SUFFIX, describe
 
 

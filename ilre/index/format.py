@@ -18,7 +18,6 @@ CRC-32 of every tensor's bytes, which a load checks.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import zlib
@@ -34,32 +33,6 @@ SUFFIX = ".ilre"
 
 class IndexFileError(ValueError):
     """A file that is not a usable index for this model and these settings; the message says why."""
-
-
-def _weight_sample(tensor: torch.Tensor, count: int = 4096) -> bytes:
-    """``count`` evenly spaced values of a tensor, rounded to bfloat16 (so the same weights in
-    float32 or bfloat16 give the same bytes)."""
-    flat = tensor.detach().reshape(-1)
-    step = max(1, flat.numel() // count)
-    return flat[::step][:count].to("cpu", torch.bfloat16).float().numpy().tobytes()
-
-
-def fingerprint(model, tokenizer) -> str:
-    """A short hash of the model's config, its tokenizer and a sample of every weight.
-
-    Cheap at any model size (a few thousand values per tensor), and enough to tell two models,
-    two tokenizers or two fine-tunes apart.
-    """
-    h = hashlib.blake2b(digest_size=8)
-    config = {k: v for k, v in model.config.to_dict().items()
-              if k not in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_attn_implementation")}
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    h.update(str(getattr(tokenizer, "chat_template", "")).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(f"{name}{tuple(tensor.shape)}".encode())
-        h.update(_weight_sample(tensor))
-    return h.hexdigest()
 
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:

@@ -23,7 +23,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,8 +31,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from ..answerer import AnswerStream, Cancelled, generate
+from ..result import spans_of
 from .cache import EncodingCache
 from .upstream import Upstream, UpstreamError
+
+if TYPE_CHECKING:
+    from ..pipeline import ILRe
 
 log = logging.getLogger(__name__)
 MODEL_ID = "ilre"
@@ -74,7 +78,7 @@ class ContextRequest(BaseModel):
 class Service:
     """What the API needs: the pipeline, its cache of encodings, and where answers are made."""
 
-    pipeline: Any
+    pipeline: "ILRe"
     cache: EncodingCache
     upstream: Upstream | None = None
     api_key: str | None = None
@@ -250,7 +254,7 @@ class Answer:
         if self.encoded is None:
             return self.question
         positions, timings = ilre.recall(self.encoded, self.question)
-        spans = ilre._spans(self.encoded.tokens, positions)
+        spans = spans_of(self.encoded.tokens, positions)
         self._describe(spans, ilre.config.layer, len(self.encoded.tokens), int(positions.numel()),
                        {**self.encoded.timings, **timings})
         return ilre.template.user_text(ilre.config.gap_marker.join(s.text for s in spans), self.question)
