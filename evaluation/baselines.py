@@ -80,11 +80,9 @@ class StreamingLLM:
     sink: int = 4
 
     def select(self, sample: Sample, budget: int) -> torch.Tensor:
-        n = len(sample.tokens)
-        if (whole := whole_context(n, budget)) is not None:
-            return whole
-        sink = min(self.sink, budget)
-        return torch.cat((torch.arange(sink), torch.arange(n - (budget - sink), n)))
+        n, sink = len(sample.tokens), min(self.sink, budget)
+        whole = whole_context(n, budget)
+        return whole if whole is not None else torch.cat((torch.arange(sink), torch.arange(n - (budget - sink), n)))
 
 
 @dataclass

@@ -321,30 +321,32 @@ class Runner:
         """GemFilter at ILRe's layer and budget: a full-attention pass up to the layer, top tokens, answer."""
         p = sample.prefix.numel()
         span = (p, p + len(sample.tokens))
-        whole = whole_context(len(sample.tokens), self.budget)  # then no filter pass at all
-        with PeakMemory() as mem:
-            t0 = time.perf_counter()
-            scores = None if whole is not None else system.selector.scores(
-                self.ilre.model, sample.full_prompt(), span, self.ilre.config.layer)
-            t1 = time.perf_counter()
-            positions = whole if scores is None else system.selector.top(scores, self.budget)
-            t2 = time.perf_counter()
-            prompt = sample.prompt(positions)
-            text = self._generate(prompt)
-            t3 = time.perf_counter()
-        return row(system, **self._result(task, self._kept(sample, positions), text, prompt.numel(), tokenize + t3 - t0,
-                                          mem.peak_mib, {"tokenize": tokenize, "filter_pass": t1 - t0,
-                                                         "recall": t2 - t1, "answer": t3 - t2}))
+        if (whole := whole_context(len(sample.tokens), self.budget)) is not None:  # then no filter pass at all
+            return self._choose_and_answer(task, sample, tokenize, system, row, {"recall": lambda: whole})
+        scores = []
+        return self._choose_and_answer(task, sample, tokenize, system, row, {
+            "filter_pass": lambda: scores.append(system.selector.scores(self.ilre.model, sample.full_prompt(), span,
+                                                                        self.ilre.config.layer)),
+            "recall": lambda: system.selector.top(scores[0], self.budget)})
 
     def _select(self, task: Task, sample: Sample, tokenize: float, system: System, row: Callable) -> dict:
         """A system that chooses from the text alone (StreamingLLM, RAG), then answers."""
+        return self._choose_and_answer(task, sample, tokenize, system, row,
+                                       {"recall": lambda: system.selector.select(sample, self.budget)})
+
+    def _choose_and_answer(self, task: Task, sample: Sample, tokenize: float, system: System, row: Callable,
+                           stages: dict[str, Callable[[], Any]]) -> dict:
+        """Run ``stages`` in order, each timed (the last one's value: the positions to read), then answer."""
+        times = {"tokenize": tokenize}
         with PeakMemory() as mem:
+            for name, stage in stages.items():
+                t0 = time.perf_counter()
+                positions = stage()
+                times[name] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            positions = system.selector.select(sample, self.budget)
-            t1 = time.perf_counter()
             prompt = sample.prompt(positions)
             text = self._generate(prompt)
-            t2 = time.perf_counter()
-        return row(system, **self._result(task, self._kept(sample, positions), text, prompt.numel(), tokenize + t2 - t0,
-                                          mem.peak_mib, {"tokenize": tokenize, "recall": t1 - t0, "answer": t2 - t1}))
+            times["answer"] = time.perf_counter() - t0
+        return row(system, **self._result(task, self._kept(sample, positions), text, prompt.numel(),
+                                          sum(times.values()), mem.peak_mib, times))
 

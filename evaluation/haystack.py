@@ -27,20 +27,17 @@ NOISE_SENTENCES = (
 # ---------------------------------------------------------------------------------------
 # word lists (small on purpose: variety comes from combining them)
 
-FIRST_NAMES = (
-    "Anna", "Bernard", "Clara", "Daniel", "Edith", "Felix", "Greta", "Henry", "Ida",
-    "Jonas", "Karin", "Leopold", "Martha", "Nils", "Olga", "Peter", "Rosa", "Samuel",
-    "Teresa", "Victor", "Walter", "Yvonne", "Agnes", "Bruno", "Cecilia", "Dorothy",
-    "Emil", "Frieda", "Gustav", "Helena", "Isaac", "Julia", "Konrad", "Lydia", "Marcus",
-    "Nora", "Oscar", "Paula", "Rudolf", "Sophie", "Thomas", "Ursula", "Vera", "William",
-)
-SURNAMES = (
-    "Abbott", "Baker", "Carver", "Dalton", "Ellison", "Fletcher", "Garner", "Hale",
-    "Ingram", "Jennings", "Keller", "Lambert", "Mercer", "Norris", "Osborne", "Porter",
-    "Quinn", "Randall", "Sawyer", "Thatcher", "Underwood", "Vaughan", "Whitaker", "Young",
-    "Ashford", "Brennan", "Crowley", "Dunmore", "Fairbanks", "Holloway", "Kingsley",
-    "Lockwood", "Marlow", "Pemberton", "Redfield", "Stanton", "Talbot", "Winslow",
-)
+FIRST_NAMES = tuple("""
+    Anna Bernard Clara Daniel Edith Felix Greta Henry Ida Jonas Karin Leopold Martha Nils Olga Peter
+    Rosa Samuel Teresa Victor Walter Yvonne Agnes Bruno Cecilia Dorothy Emil Frieda Gustav Helena
+    Isaac Julia Konrad Lydia Marcus Nora Oscar Paula Rudolf Sophie Thomas Ursula Vera William
+""".split())
+SURNAMES = tuple("""
+    Abbott Baker Carver Dalton Ellison Fletcher Garner Hale Ingram Jennings Keller Lambert Mercer
+    Norris Osborne Porter Quinn Randall Sawyer Thatcher Underwood Vaughan Whitaker Young Ashford
+    Brennan Crowley Dunmore Fairbanks Holloway Kingsley Lockwood Marlow Pemberton Redfield Stanton
+    Talbot Winslow
+""".split())
 PLACES = (
     "Ashbury", "Bramford", "Caldwell", "Dunmere", "Elmstead", "Fenwick", "Glenhollow",
     "Harrowgate", "Ivybridge", "Kestrel Bay", "Larkspur", "Millbrook", "Northwold",
@@ -133,27 +130,20 @@ NUMBER_WORDS = (
     "twelve",
 )
 
-EXTRA_NOUNS = (
-    "anchor", "harvest", "meadow", "candle", "ribbon", "saddle", "thimble", "pepper",
-    "marble", "feather", "pebble", "blanket", "ladder", "bucket", "whistle", "mitten",
-    "barrel", "cradle", "hammer", "needle", "kitten", "rabbit", "parrot", "walrus",
-    "pillow", "castle", "garden", "forest", "valley", "island", "desert", "canyon",
-    "glacier", "volcano", "prairie", "lagoon", "jungle", "tundra", "meteor", "comet",
-    "planet", "rocket", "engine", "wagon", "sleigh", "canoe", "paddle", "oar", "rudder",
-    "sail", "mast", "kite", "puzzle", "riddle", "fable", "legend", "ballad", "sonnet",
-    "chorus", "melody", "rhythm", "trumpet", "flute", "drum", "harp", "cello", "banjo",
-    "tulip", "daisy", "lily", "orchid", "violet", "poppy", "clover", "thistle", "fern",
-    "maple", "birch", "willow", "spruce", "acorn", "pinecone", "cherry", "plum",
-    "peach", "lemon", "melon", "grape", "walnut", "almond", "cocoa", "biscuit", "muffin",
-    "noodle", "pickle", "waffle", "pancake", "custard", "yogurt", "butter", "cheese",
-    "radish", "carrot", "turnip", "cabbage", "onion", "garlic", "celery", "spinach",
-    "tomato", "potato", "pumpkin", "squash", "zucchini", "saffron", "ginger", "nutmeg",
-    "crystal", "copper", "bronze", "velvet", "linen", "cotton", "wool", "silk",
-    "leather", "paper", "ink", "chalk", "crayon", "pencil", "eraser", "folder", "stapler",
-    "window", "curtain", "carpet", "sofa", "cushion", "drawer", "shelf", "cupboard",
-    "staircase", "chimney", "balcony", "cellar", "attic", "porch", "fence", "gate",
-    "tunnel", "tower", "fountain", "statue", "arch", "pillar", "dome", "spire", "vault",
-)
+EXTRA_NOUNS = tuple("""
+    anchor harvest meadow candle ribbon saddle thimble pepper marble feather pebble blanket ladder
+    bucket whistle mitten barrel cradle hammer needle kitten rabbit parrot walrus pillow castle
+    garden forest valley island desert canyon glacier volcano prairie lagoon jungle tundra meteor
+    comet planet rocket engine wagon sleigh canoe paddle oar rudder sail mast kite puzzle riddle
+    fable legend ballad sonnet chorus melody rhythm trumpet flute drum harp cello banjo tulip daisy
+    lily orchid violet poppy clover thistle fern maple birch willow spruce acorn pinecone cherry
+    plum peach lemon melon grape walnut almond cocoa biscuit muffin noodle pickle waffle pancake
+    custard yogurt butter cheese radish carrot turnip cabbage onion garlic celery spinach tomato
+    potato pumpkin squash zucchini saffron ginger nutmeg crystal copper bronze velvet linen cotton
+    wool silk leather paper ink chalk crayon pencil eraser folder stapler window curtain carpet sofa
+    cushion drawer shelf cupboard staircase chimney balcony cellar attic porch fence gate tunnel
+    tower fountain statue arch pillar dome spire vault
+""".split())
 EXTRA_ADJECTIVES = (
     "brave", "calm", "eager", "fancy", "jolly", "kind", "lively", "witty", "zealous",
     "clever", "swift", "silent", "hollow", "frozen", "golden", "rusty", "shiny", "fuzzy",

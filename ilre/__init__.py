@@ -13,27 +13,21 @@ object itself. The heavy imports (torch, transformers) happen on first use, so
 
 from __future__ import annotations
 
-from .version import __version__  # noqa: F401
-__all__ = ["ILRe", "ILReConfig", "AnswerResult", "EncodedContext", "encode", "load_index", "answer"]
+from .api import answer, encode, load_index  # light: torch loads on first call
+from .version import __version__
 
-from .api import answer, encode, load_index  # noqa: E402  (light: torch loads on first call)
-
+__all__ = ["ILRe", "ILReConfig", "AnswerResult", "EncodedContext", "encode", "load_index", "answer", "__version__"]
 
 def __getattr__(name: str):
-    if name == "ILReConfig":
-        from .config import ILReConfig
-
-        return ILReConfig
+    """The classes, imported on first use: torch and transformers load only then."""
     if name == "ILRe":
-        from .pipeline import ILRe
-
-        return ILRe
-    if name == "EncodedContext":
-        from .encoded import EncodedContext
-
-        return EncodedContext
-    if name == "AnswerResult":
-        from .result import AnswerResult
-
-        return AnswerResult
-    raise AttributeError(f"module 'ilre' has no attribute {name!r}")
+        from .pipeline import ILRe as found
+    elif name == "EncodedContext":
+        from .encoded import EncodedContext as found
+    elif name == "AnswerResult":
+        from .result import AnswerResult as found
+    elif name == "ILReConfig":
+        from .config import ILReConfig as found
+    else:
+        raise AttributeError(f"module 'ilre' has no attribute {name!r}")
+    return found

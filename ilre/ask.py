@@ -39,17 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print a JSON record (answer, recalled spans with character offsets, layer, token counts, "
                          "stage times) instead of streaming the answer; one line per question with --queries")
     cli.add_output_options(io)
-    cli.add_model_options(p.add_argument_group("model and device"))
-    cli.add_config_options(p.add_argument_group("retrieval"), "layer", *cli.RECALL)
-    cli.add_config_options(p.add_argument_group("streaming prefill"), *cli.PREFILL)
-    cli.add_config_options(p.add_argument_group("answer"), "max_new_tokens")
+    cli.add_pipeline_options(p)
     return p
 
 
 def load(args: argparse.Namespace, given: set[str]):
     """(the pipeline, the encoded context): the context encoded, or the index loaded and checked."""
     from . import index
-    from .pipeline import ILRe
 
     config = cli.config_from(args)
     model = args.model
@@ -63,8 +59,8 @@ def load(args: argparse.Namespace, given: set[str]):
                                  f"{name} {made[name]}: leave the option out, or make the index again with it")
         config = replace(config, **made)
         model = model or meta["model"].get("source")
-    cli.set_threads(args.threads)
-    ilre = ILRe.from_pretrained(model, device=args.device, dtype=args.dtype, config=config)
+    args.model = model
+    ilre = cli.load_pipeline(args, config)
     if args.index is not None:
         return ilre, ilre.load_index(args.index)
     return ilre, ilre.encode(text, progress=not args.no_progress)

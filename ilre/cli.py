@@ -19,6 +19,7 @@ import sys
 import textwrap
 from dataclasses import Field, fields, is_dataclass, replace
 from functools import cache
+from pathlib import Path
 from typing import Any, Callable
 
 from .config import ILReConfig
@@ -80,6 +81,19 @@ def length_label(n: int) -> str:
         if n >= scale and n % scale == 0:
             return f"{n // scale}{suffix}"
     return str(n)
+
+
+def add_lengths_option(parser, default: tuple[int, ...], minimum: int = 1024) -> None:
+    """--lengths: the context lengths a measurement runs at (see :func:`parse_length`)."""
+    parser.add_argument("--lengths", type=lengths(minimum), default=default,
+                        help="context lengths in tokens, comma-separated, e.g. 32K,128K,1M (K = 1024, M = 1024²); "
+                             f"default: {','.join(map(length_label, default))}")
+
+
+def add_results_option(parser, name: str) -> None:
+    """--out: the folder a measuring script writes its results to, results/``name`` by default."""
+    parser.add_argument("--out", type=Path, default=Path("results") / name,
+                        help=f"folder for the results; default: results/{name}")
 
 
 def at_least(low: int) -> Callable[[str], int]:
@@ -213,10 +227,28 @@ def add_model_options(group, threads: bool = True) -> None:
                                 "one per physical core")
 
 
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that answers: the model's, then ILReConfig's in the groups
+    retrieval, streaming prefill and answer."""
+    add_model_options(parser.add_argument_group("model and device"))
+    add_config_options(parser.add_argument_group("retrieval"), "layer", *RECALL)
+    add_config_options(parser.add_argument_group("streaming prefill"), *PREFILL)
+    add_config_options(parser.add_argument_group("answer"), "max_new_tokens")
+
+
 def add_output_options(group, verbose: str = "log what each stage does") -> None:
     """--no-progress and -v/--verbose."""
     group.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     group.add_argument("-v", "--verbose", action="store_true", help=verbose)
+
+
+def load_pipeline(args: argparse.Namespace, config: ILReConfig | None = None, **overrides: Any):
+    """The ILRe of a command's model options (``--model``, ``--device``, ``--dtype``, ``--threads``)
+    under ``config`` (default: ILReConfig()) with ``overrides``."""
+    from .pipeline import ILRe
+
+    set_threads(getattr(args, "threads", None))
+    return ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype, config=config, **overrides)
 
 
 def set_threads(threads: int | None) -> None:

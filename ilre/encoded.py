@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -12,9 +12,6 @@ from .lexical import LexicalIndex
 from .prefiller import StreamState
 from .prompt import ContextTokens
 from .units import TextUnits
-
-if TYPE_CHECKING:
-    from .pipeline import ILRe
 
 
 @dataclass
@@ -27,8 +24,8 @@ class EncodedContext:
     state: StreamState | None
     """None until a budget smaller than the context asks for recall."""
     timings: dict[str, float]
-    pipeline: "ILRe | None" = field(default=None, repr=False)
-    """The ILRe that encoded it (or loaded it), which answers from it."""
+    pipeline: Any = field(default=None, repr=False)
+    """The ``ILRe`` that encoded it (or loaded it), which answers from it and saves it."""
     settings: dict[str, Any] = field(default_factory=dict)
     """The settings that shaped ``state`` (``ILRe.encoding``); a pipeline with others refuses it."""
     words: dict[tuple[int, int], LexicalIndex] = field(default_factory=dict, repr=False)

@@ -13,16 +13,21 @@ MAX_TEXT_BYTES = 256 * 2**20
 device or a pipe that never ends, such as /dev/zero."""
 
 
+def check_file(path: Path, what: str, missing: str = "", error: type[ValueError] = ValueError) -> None:
+    """Raise ``error`` naming ``what`` when ``path`` does not exist (with the ``missing`` hint) or is a folder."""
+    if not path.exists():
+        raise error(f"{what} {path} does not exist" + (f": {missing}" if missing else ""))
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory: pass a file")
+
+
 def read_text(path: Path, what: str = "context file") -> str:
     """The file's text ('-': standard input), or a ValueError saying what is wrong and what to do."""
     try:
         if str(path) == "-":
             data = sys.stdin.buffer.read(MAX_TEXT_BYTES + 1)
         else:
-            if not path.exists():
-                raise ValueError(f"{what} {path} does not exist")
-            if path.is_dir():
-                raise ValueError(f"{what} {path} is a directory: pass a text file")
+            check_file(path, what)
             with open(path, "rb") as f:
                 data = f.read(MAX_TEXT_BYTES + 1)
     except OSError as exc:

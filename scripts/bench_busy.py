@@ -18,6 +18,7 @@ compare settings side by side. Figures go to <out>/bench_busy.json.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -79,56 +80,54 @@ def run_together(kinds: list[str], context: Path, env: dict, busy_seconds: float
     return results
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python scripts/bench_busy.py", __doc__)
     p.add_argument("--length", type=cli.parse_length, default=7 * cli.K, help="context tokens; default: 7K")
     p.add_argument("--busy-seconds", type=float, default=300.0,
                    help="how long the competing loop may run at most; default: 300")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="an environment variable for the measured processes (repeatable)")
-    p.add_argument("--out", type=Path, default=Path("results/bench_busy"), help="folder; default: results/bench_busy")
-    args = p.parse_args()
+    cli.add_results_option(p, "bench_busy")
+    return p
 
-    def run() -> int:
-        from transformers import AutoTokenizer
 
-        from evaluation.bench_measure import make_context
-        from ilre.loading import resolve
+def run(args: argparse.Namespace) -> int | None:
+    from transformers import AutoTokenizer
 
-        env = dict(os.environ)
-        for item in args.env:
-            name, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--env {item!r}: use NAME=VALUE")
-            env[name] = value
-        args.out.mkdir(parents=True, exist_ok=True)
-        context = args.out / "context.json"
-        tokenizer = AutoTokenizer.from_pretrained(resolve(None)[0], local_files_only=True)
-        context.write_text(json.dumps(make_context(tokenizer, args.length)))
-        t = {}
-        for name, kinds, busy in (("prefill quiet", ["prefill"], None), ("prefill busy", ["prefill"], args.busy_seconds),
-                                  ("prefill pair", ["prefill", "prefill"], None), ("full quiet", ["full"], None),
-                                  ("full busy", ["full"], args.busy_seconds)):
-            results = run_together(kinds, context, env, busy)
-            t[name] = max(r["seconds"] for r in results)
-            print(f"{name}: {t[name]:.2f} s ({results[0]['tokens']} tokens, {results[0]['threads']} threads)",
-                  file=sys.stderr, flush=True)
-        doc = {"command": "python scripts/bench_busy.py " + " ".join(sys.argv[1:]), "env": args.env,
-               "cpu": f"{os.cpu_count()} cores", "seconds": t,
-               "prefill_busy_slowdown": t["prefill busy"] / t["prefill quiet"],
-               "prefill_pair_slowdown": t["prefill pair"] / t["prefill quiet"],
-               "full_busy_slowdown": t["full busy"] / t["full quiet"]}
-        (args.out / "bench_busy.json").write_text(json.dumps(doc, indent=2) + "\n")
-        print("| run | seconds | against quiet |\n|---|---|---|")
-        for name, s in t.items():
-            base = t["prefill quiet"] if name.startswith("prefill") else t["full quiet"]
-            print(f"| {name} | {s:.2f} | {s / base:.2f}x |")
-        for name in ("prefill_busy_slowdown", "prefill_pair_slowdown"):
-            print(f"goal {name}: {doc[name]:.2f} (<= {GOAL}) {'holds' if doc[name] <= GOAL else 'MISSED'}")
-        return 0
+    from evaluation.bench_measure import make_context
+    from ilre.loading import resolve
 
-    return cli.run(run)
+    env = dict(os.environ)
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--env {item!r}: use NAME=VALUE")
+        env[name] = value
+    args.out.mkdir(parents=True, exist_ok=True)
+    context = args.out / "context.json"
+    tokenizer = AutoTokenizer.from_pretrained(resolve(None)[0], local_files_only=True)
+    context.write_text(json.dumps(make_context(tokenizer, args.length)))
+    t = {}
+    for name, kinds, busy in (("prefill quiet", ["prefill"], None), ("prefill busy", ["prefill"], args.busy_seconds),
+                              ("prefill pair", ["prefill", "prefill"], None), ("full quiet", ["full"], None),
+                              ("full busy", ["full"], args.busy_seconds)):
+        results = run_together(kinds, context, env, busy)
+        t[name] = max(r["seconds"] for r in results)
+        print(f"{name}: {t[name]:.2f} s ({results[0]['tokens']} tokens, {results[0]['threads']} threads)",
+              file=sys.stderr, flush=True)
+    doc = {"command": "python scripts/bench_busy.py " + " ".join(sys.argv[1:]), "env": args.env,
+           "cpu": f"{os.cpu_count()} cores", "seconds": t,
+           "prefill_busy_slowdown": t["prefill busy"] / t["prefill quiet"],
+           "prefill_pair_slowdown": t["prefill pair"] / t["prefill quiet"],
+           "full_busy_slowdown": t["full busy"] / t["full quiet"]}
+    (args.out / "bench_busy.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print("| run | seconds | against quiet |\n|---|---|---|")
+    for name, s in t.items():
+        base = t["prefill quiet"] if name.startswith("prefill") else t["full quiet"]
+        print(f"| {name} | {s:.2f} | {s / base:.2f}x |")
+    for name in ("prefill_busy_slowdown", "prefill_pair_slowdown"):
+        print(f"goal {name}: {doc[name]:.2f} (<= {GOAL}) {'holds' if doc[name] <= GOAL else 'MISSED'}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.main(build_parser(), run))

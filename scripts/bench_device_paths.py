@@ -13,6 +13,7 @@ Each is timed after a warm-up, with the device synchronised, and prints a Markdo
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -21,59 +22,56 @@ from ilre import cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python scripts/bench_device_paths.py", __doc__)
-    p.add_argument("--lengths", type=cli.lengths(minimum=1024), default=(32 * cli.K, 128 * cli.K),
-                   help="context lengths; default: 32K,128K")
+    cli.add_lengths_option(p, (32 * cli.K, 128 * cli.K))
     p.add_argument("--random-weights", type=Path, default=None, metavar="DIR",
                    help="a folder with config.json and a tokenizer: that model's shapes with random weights")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each (the best counts); default: 3")
     cli.add_model_options(p)
-    args = p.parse_args()
+    return p
 
-    def run() -> int:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from verify_device import load
 
-        from device import select_backend
-        from ilre import prefiller as prefiller_module
-        from evaluation.bench_measure import ANSWER_PREFIX, QUESTION, make_context
+def run(args: argparse.Namespace) -> int | None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from verify_device import load
 
-        cli.set_threads(args.threads)
-        backend = select_backend(args.device, args.dtype)
-        ilre = load(args, backend)
-        print(f"{backend.describe()}; {ilre.name}, layer {ilre.config.layer}\n")
-        print("| context | prefill, ILRe's mask s | prefill, dense mask s | question, keys on device s "
-              "| question, keys in host memory s |\n|---|---|---|---|---|")
-        shaped = prefiller_module.chunk_mask
+    from device import select_backend
+    from ilre import prefiller as prefiller_module
+    from evaluation.bench_measure import ANSWER_PREFIX, QUESTION, make_context
 
-        def best(fn) -> float:
-            fn()
-            times = []
-            for _ in range(args.repeats):
-                with backend.timer() as t:
-                    fn()
-                times.append(t.seconds)
-            return min(times)
+    cli.set_threads(args.threads)
+    backend = select_backend(args.device, args.dtype)
+    ilre = load(args, backend)
+    print(f"{backend.describe()}; {ilre.name}, layer {ilre.config.layer}\n")
+    print("| context | prefill, ILRe's mask s | prefill, dense mask s | question, keys on device s "
+          "| question, keys in host memory s |\n|---|---|---|---|---|")
+    shaped = prefiller_module.chunk_mask
 
-        for n in args.lengths:
-            ctx = make_context(ilre.tokenizer, n)
-            row = [cli.length_label(n)]
-            for mask in (shaped, prefiller_module.dense_chunk_mask):
-                prefiller_module.chunk_mask = mask
-                try:
-                    row.append(best(lambda: ilre.encode(ctx["text"])))
-                finally:
-                    prefiller_module.chunk_mask = shaped
-            for where in ("device", "host"):
-                other = ilre.with_config(key_memory=where)
-                encoded = other.encode(ctx["text"])
-                row.append(best(lambda: other.answer(encoded, QUESTION, ANSWER_PREFIX)))
-            print("| " + " | ".join([row[0]] + [f"{s:.3f}" for s in row[1:]]) + " |", flush=True)
-        return 0
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(args.repeats):
+            with backend.timer() as t:
+                fn()
+            times.append(t.seconds)
+        return min(times)
 
-    return cli.run(run)
+    for n in args.lengths:
+        ctx = make_context(ilre.tokenizer, n)
+        row = [cli.length_label(n)]
+        for mask in (shaped, prefiller_module.dense_chunk_mask):
+            prefiller_module.chunk_mask = mask
+            try:
+                row.append(best(lambda: ilre.encode(ctx["text"])))
+            finally:
+                prefiller_module.chunk_mask = shaped
+        for where in ("device", "host"):
+            other = ilre.with_config(key_memory=where)
+            encoded = other.encode(ctx["text"])
+            row.append(best(lambda: other.answer(encoded, QUESTION, ANSWER_PREFIX)))
+        print("| " + " | ".join([row[0]] + [f"{s:.3f}" for s in row[1:]]) + " |", flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.main(build_parser(), run))

@@ -13,6 +13,7 @@ Answers are capped at 16 tokens. The figures go to <out>/bench_index.json and ar
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -95,44 +96,36 @@ def goals(rows: list[dict]) -> dict:
     return {k: {"value": round(v, 3), "goal": f"<= {GOALS[k]}", "holds": v <= GOALS[k]} for k, v in out.items()}
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python scripts/bench_index.py", __doc__)
-    p.add_argument("--lengths", type=cli.lengths(minimum=1024), default=(32 * cli.K, 128 * cli.K),
-                   help="context lengths in tokens, e.g. 32K,128K,1M; default: 32K,128K")
+    cli.add_lengths_option(p, (32 * cli.K, 128 * cli.K))
     p.add_argument("--full-limit", type=cli.parse_length, default=0,
                    help="run the full-context pass up to this length (O(L²): 32K takes minutes on 2 cores); "
                         "default: 0, never")
-    p.add_argument("--out", type=Path, default=Path("results/bench_index"), help="folder; default: results/bench_index")
+    cli.add_results_option(p, "bench_index")
     cli.add_model_options(p)
-    args = p.parse_args()
-    cli.setup_logging()
+    return p
 
-    def run() -> int:
-        from ilre.pipeline import ILRe
 
-        cli.set_threads(args.threads)
-        args.out.mkdir(parents=True, exist_ok=True)
-        ilre, load_model_s = seconds(lambda: ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                                                   max_new_tokens=16))
-        rows = []
-        for n in args.lengths:
-            rows.append(measure(ilre, n, args.out, args.full_limit))
-            print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
-        import torch
+def run(args: argparse.Namespace) -> int | None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    ilre, load_model_s = seconds(lambda: cli.load_pipeline(args, max_new_tokens=16))
+    rows = []
+    for n in args.lengths:
+        rows.append(measure(ilre, n, args.out, args.full_limit))
+        print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    import torch
 
-        doc = {"command": "python scripts/bench_index.py " + " ".join(sys.argv[1:]), "rows": rows,
-               "goals": goals(rows), "model_load_s": load_model_s, "threads": torch.get_num_threads(),
-               "cpu": f"{os.cpu_count()} cores, {platform.machine()}", "torch": torch.__version__,
-               "settings": ilre.encoding, "budget": ilre.config.budget}
-        (args.out / "bench_index.json").write_text(json.dumps(doc, indent=2) + "\n")
-        print(table(rows))
-        print(f"model load {load_model_s:.1f} s (once per process); torch threads {doc['threads']}")
-        for name, g in doc["goals"].items():
-            print(f"goal {name}: {g['value']} ({g['goal']}) {'holds' if g['holds'] else 'MISSED'}")
-        return 0
-
-    return cli.run(run)
+    doc = {"command": "python scripts/bench_index.py " + " ".join(sys.argv[1:]), "rows": rows,
+           "goals": goals(rows), "model_load_s": load_model_s, "threads": torch.get_num_threads(),
+           "cpu": f"{os.cpu_count()} cores, {platform.machine()}", "torch": torch.__version__,
+           "settings": ilre.encoding, "budget": ilre.config.budget}
+    (args.out / "bench_index.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(table(rows))
+    print(f"model load {load_model_s:.1f} s (once per process); torch threads {doc['threads']}")
+    for name, g in doc["goals"].items():
+        print(f"goal {name}: {g['value']} ({g['goal']}) {'holds' if g['holds'] else 'MISSED'}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.main(build_parser(), run))

@@ -37,19 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def bench(args: argparse.Namespace) -> int:
+def bench(args: argparse.Namespace) -> int | None:
     import torch
 
-    from ilre import ILRe
-
-    cli.set_threads(args.threads)
     if not args.index.is_file():
         raise ValueError(f"--index {args.index} is not a file: pass an index saved by ilre.index")
     _, questions = load_data(QUESTION_SETS[args.questions])
     asked = [q for q in questions if q.document == args.document_id]
     if not asked:
         raise ValueError(f"no question about {args.document_id!r} in the {args.questions} set: check --document-id")
-    ilre = ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    ilre = cli.load_pipeline(args)
     t0 = time.perf_counter()
     encoded = ilre.load_index(args.index)
     print(f"{len(encoded.tokens):,} tokens loaded in {time.perf_counter() - t0:.2f} s; "
@@ -69,7 +66,6 @@ def bench(args: argparse.Namespace) -> int:
         print(f"{name:36s} " + "  ".join(f"{k} {statistics.mean(v):.3f} s" for k, v in stages.items()))
     names = list(totals)
     print(f"ratio of the mean totals, {names[0]} / {names[1]}: {totals[names[0]] / totals[names[1]]:.2f}")
-    return 0
 
 
 if __name__ == "__main__":

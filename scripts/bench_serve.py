@@ -11,6 +11,7 @@ requests per second of each. Figures go to <out>/bench_serve.json.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -19,7 +20,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from ilre import cli
 
@@ -39,7 +39,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python scripts/bench_serve.py", __doc__)
     p.add_argument("--length", type=cli.parse_length, default=32 * cli.K, help="document length in tokens; default: 32K")
     p.add_argument("--requests", type=cli.at_least(1), default=32,
@@ -47,72 +47,70 @@ def main() -> int:
     p.add_argument("--concurrency", type=cli.listed(int, 1), default=(1, 4, 16),
                    help="concurrent clients, comma-separated; default: 1,4,16")
     p.add_argument("--max-tokens", type=cli.at_least(1), default=16, help="answer length cap; default: 16")
-    p.add_argument("--out", type=Path, default=Path("results/bench_serve"), help="folder; default: results/bench_serve")
+    cli.add_results_option(p, "bench_serve")
     cli.add_model_options(p)
-    args = p.parse_args()
+    return p
 
-    def run() -> int:
-        import openai
-        from transformers import AutoTokenizer
 
-        from evaluation.bench_measure import make_context
-        from ilre.loading import resolve
+def run(args: argparse.Namespace) -> int | None:
+    import openai
+    from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(resolve(args.model)[0], local_files_only=True)
-        document = make_context(tokenizer, args.length)["text"]
-        port = free_port()
-        command = [sys.executable, "-m", "ilre.serve", "--port", str(port)] + sum(
-            ([f"--{k}", str(v)] for k, v in (("model", args.model), ("device", args.device), ("dtype", args.dtype),
-                                             ("threads", args.threads)) if v is not None), [])
-        server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0, timeout=3600)
-        try:
-            deadline = time.time() + 300
-            while True:
-                try:
-                    client.models.list()
-                    break
-                except openai.APIConnectionError:
-                    if server.poll() is not None or time.time() > deadline:
-                        raise ValueError(f"the server did not start: {server.stderr.read()[-2000:]}")
-                    time.sleep(0.5)
+    from evaluation.bench_measure import make_context
+    from ilre.loading import resolve
 
-            def ask(question: str) -> tuple[float, dict]:
-                t0 = time.perf_counter()
-                reply = client.chat.completions.create(
-                    model="ilre", max_tokens=args.max_tokens,
-                    messages=[{"role": "user", "content": document}, {"role": "user", "content": question}])
-                return time.perf_counter() - t0, reply.model_extra["ilre"]
+    tokenizer = AutoTokenizer.from_pretrained(resolve(args.model)[0], local_files_only=True)
+    document = make_context(tokenizer, args.length)["text"]
+    port = free_port()
+    command = [sys.executable, "-m", "ilre.serve", "--port", str(port)] + sum(
+        ([f"--{k}", str(v)] for k, v in (("model", args.model), ("device", args.device), ("dtype", args.dtype),
+                                         ("threads", args.threads)) if v is not None), [])
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0, timeout=3600)
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise ValueError(f"the server did not start: {server.stderr.read()[-2000:]}")
+                time.sleep(0.5)
 
-            doc: dict = {"command": "python scripts/bench_serve.py " + " ".join(sys.argv[1:]),
-                         "cpu": f"{os.cpu_count()} cores", "length": args.length}
-            doc["first_turn_s"], first = ask(QUESTIONS[0])
-            doc["later_turn_s"], later = ask(QUESTIONS[1])
-            doc["context_tokens"], doc["first_cache"], doc["later_cache"] = (first["context_tokens"], first["cache"],
-                                                                             later["cache"])
-            print(f"first turn {doc['first_turn_s']:.2f} s ({first['cache']}), later turn "
-                  f"{doc['later_turn_s']:.2f} s ({later['cache']}), {first['context_tokens']} context tokens")
-            doc["load"] = []
-            print("| clients | requests | p50 s | p95 s | requests/s |\n|---|---|---|---|---|")
-            for clients in args.concurrency:
-                questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.requests)]
-                t0 = time.perf_counter()
-                with ThreadPoolExecutor(clients) as pool:
-                    latencies = [t for t, _ in pool.map(ask, questions)]
-                wall = time.perf_counter() - t0
-                row = {"clients": clients, "requests": len(latencies), "p50_s": statistics.median(latencies),
-                       "p95_s": percentile(latencies, 0.95), "rps": len(latencies) / wall}
-                doc["load"].append(row)
-                print(f"| {clients} | {row['requests']} | {row['p50_s']:.2f} | {row['p95_s']:.2f} | {row['rps']:.2f} |")
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "bench_serve.json").write_text(json.dumps(doc, indent=2) + "\n")
-        finally:
-            server.terminate()
-            server.wait(30)
-        return 0
+        def ask(question: str) -> tuple[float, dict]:
+            t0 = time.perf_counter()
+            reply = client.chat.completions.create(
+                model="ilre", max_tokens=args.max_tokens,
+                messages=[{"role": "user", "content": document}, {"role": "user", "content": question}])
+            return time.perf_counter() - t0, reply.model_extra["ilre"]
 
-    return cli.run(run)
+        doc: dict = {"command": "python scripts/bench_serve.py " + " ".join(sys.argv[1:]),
+                     "cpu": f"{os.cpu_count()} cores", "length": args.length}
+        doc["first_turn_s"], first = ask(QUESTIONS[0])
+        doc["later_turn_s"], later = ask(QUESTIONS[1])
+        doc["context_tokens"], doc["first_cache"], doc["later_cache"] = (first["context_tokens"], first["cache"],
+                                                                         later["cache"])
+        print(f"first turn {doc['first_turn_s']:.2f} s ({first['cache']}), later turn "
+              f"{doc['later_turn_s']:.2f} s ({later['cache']}), {first['context_tokens']} context tokens")
+        doc["load"] = []
+        print("| clients | requests | p50 s | p95 s | requests/s |\n|---|---|---|---|---|")
+        for clients in args.concurrency:
+            questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.requests)]
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                latencies = [t for t, _ in pool.map(ask, questions)]
+            wall = time.perf_counter() - t0
+            row = {"clients": clients, "requests": len(latencies), "p50_s": statistics.median(latencies),
+                   "p95_s": percentile(latencies, 0.95), "rps": len(latencies) / wall}
+            doc["load"].append(row)
+            print(f"| {clients} | {row['requests']} | {row['p50_s']:.2f} | {row['p95_s']:.2f} | {row['rps']:.2f} |")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench_serve.json").write_text(json.dumps(doc, indent=2) + "\n")
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.main(build_parser(), run))

@@ -208,14 +208,11 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
         raise ValueError("--ruler-tasks needs --ruler, the path of a RULER checkout")
     if args.ruler is not None and not args.report_only:
         ruler.checkout(args.ruler)  # a bad path fails here, before the model loads
-    cli.set_threads(args.threads)
     folder = args.out or Path("results") / (("whole" if args.whole else "documents") + ("" if args.questions == "tuning"
                                              else "-heldout") if args.documents else "ruler" if args.ruler else args.preset)
     systems = [SYSTEMS[n] for n in args.systems]
     cap = args.max_context_tokens or PRESETS[args.preset].max_context_tokens
-    from ilre.pipeline import ILRe
-
-    ilre = ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype, config=cli.config_from(args))
+    ilre = cli.load_pipeline(args, cli.config_from(args))
     kind = "documents" if args.documents else "RULER" if args.ruler else args.preset if not args.tasks else "custom"
     meta = {"title": f"ILRe evaluation ({kind})",
             "command": "python scripts/evaluate.py " + shlex.join(argv),

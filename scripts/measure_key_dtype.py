@@ -10,6 +10,7 @@ and how many samples recalled exactly the positions that float32 keys recall.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -25,48 +26,43 @@ def int8(keys):
     return (keys / scale).round().clamp(-127, 127) * scale
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python scripts/measure_key_dtype.py", __doc__)
-    p.add_argument("--lengths", type=cli.lengths(minimum=1024), default=(32 * cli.K, 128 * cli.K),
-                   help="context lengths; default: 32K,128K")
+    cli.add_lengths_option(p, (32 * cli.K, 128 * cli.K))
     p.add_argument("--samples", type=cli.at_least(1), default=8, help="samples per length; default: 8")
     cli.add_model_options(p)
-    args = p.parse_args()
+    return p
 
-    def run() -> int:
-        from evaluation.generators import DEPTH_TASKS, generate
-        from evaluation.tasks import tokenizer_len_for
-        from ilre.pipeline import ILRe
-        from ilre.result import spans_of
 
-        cli.set_threads(args.threads)
-        ilre = ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype, key_dtype="float32")
-        count = tokenizer_len_for(ilre.tokenizer)
-        rounding = {"float32": lambda k: k, "float16": lambda k: k.half(), "bfloat16": lambda k: k.bfloat16(),
-                    "int8": int8}
-        for n in args.lengths:
-            kept = {name: 0.0 for name in rounding}
-            same = {name: 0 for name in rounding}
-            for i in range(args.samples):
-                name = TASKS[i % len(TASKS)]
-                opts = {"depth": (i + 0.5) / args.samples} if name in DEPTH_TASKS else {}
-                task = generate(name, count, n, seed=SEED + 31 * i + n % 997, phrasing_seed=SEED + i, **opts)
-                encoded = ilre.encode(task.context, progress=True)
-                exact, reference = encoded.state.key_cache.keys.clone(), None
-                for dtype, cast in rounding.items():
-                    encoded.state.key_cache.keys = cast(exact)
-                    positions, _ = ilre.recall(encoded, task.question, task.answer_prefix)
-                    text = " ".join(s.text for s in spans_of(encoded.tokens, positions))
-                    kept[dtype] += sum(a in text for a in task.answers) / len(task.answers)
-                    reference = positions if reference is None else reference
-                    same[dtype] += int(positions.equal(reference))
-            print(json.dumps({"length": n, "samples": args.samples,
-                              "answers_recalled": {k: round(v / args.samples, 3) for k, v in kept.items()},
-                              "same_positions_as_float32": same}), flush=True)
-        return 0
+def run(args: argparse.Namespace) -> int | None:
+    from evaluation.generators import DEPTH_TASKS, generate
+    from evaluation.tasks import tokenizer_len_for
+    from ilre.result import spans_of
 
-    return cli.run(run)
+    ilre = cli.load_pipeline(args, key_dtype="float32")
+    count = tokenizer_len_for(ilre.tokenizer)
+    rounding = {"float32": lambda k: k, "float16": lambda k: k.half(), "bfloat16": lambda k: k.bfloat16(),
+                "int8": int8}
+    for n in args.lengths:
+        kept = {name: 0.0 for name in rounding}
+        same = {name: 0 for name in rounding}
+        for i in range(args.samples):
+            name = TASKS[i % len(TASKS)]
+            opts = {"depth": (i + 0.5) / args.samples} if name in DEPTH_TASKS else {}
+            task = generate(name, count, n, seed=SEED + 31 * i + n % 997, phrasing_seed=SEED + i, **opts)
+            encoded = ilre.encode(task.context, progress=True)
+            exact, reference = encoded.state.key_cache.keys.clone(), None
+            for dtype, cast in rounding.items():
+                encoded.state.key_cache.keys = cast(exact)
+                positions, _ = ilre.recall(encoded, task.question, task.answer_prefix)
+                text = " ".join(s.text for s in spans_of(encoded.tokens, positions))
+                kept[dtype] += sum(a in text for a in task.answers) / len(task.answers)
+                reference = positions if reference is None else reference
+                same[dtype] += int(positions.equal(reference))
+        print(json.dumps({"length": n, "samples": args.samples,
+                          "answers_recalled": {k: round(v / args.samples, 3) for k, v in kept.items()},
+                          "same_positions_as_float32": same}), flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.main(build_parser(), run))

@@ -50,7 +50,7 @@ def main() -> None:
                    help="answer with the default recall setting only (to compare prefill settings such as --window)")
     cli.add_model_options(p)
     p.add_argument("--seed", type=int, default=9001, help="base seed (held out from tests and examples); default: 9001")
-    p.add_argument("--out", type=Path, default=Path("results/tune"), help="output folder; default: results/tune")
+    cli.add_results_option(p, "tune")
     args = p.parse_args()
     cli.set_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

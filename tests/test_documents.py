@@ -11,7 +11,6 @@ import importlib.metadata
 import importlib.util
 import random
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -274,11 +273,9 @@ def test_real_document_questions(name):
 # --- scripts/evaluate.py --documents ---------------------------------------------------
 
 def _evaluate_script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_script
+
+    return load_script("evaluate")
 
 
 class _Tokenizer:

@@ -3,9 +3,7 @@ baseline's selection invariants."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,13 +22,10 @@ from ilre.pipeline import ILRe
 from ilre.prompt import ContextTokens, tokenize_context
 from evaluation.tasks import Task, read_jsonl, score
 
-from conftest import tiny_model, tiny_tokenizer
+from conftest import load_script, tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
-evaluate = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = evaluate  # dataclasses look their module up there
-_spec.loader.exec_module(evaluate)
+evaluate = load_script("evaluate")
 
 SYSTEMS = ",".join(S.DEFAULT_SYSTEMS)
 

@@ -3,9 +3,7 @@ last prompt token at the filter layer, its choice is their top tokens, and the h
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -116,11 +114,9 @@ def test_system_is_capped_and_its_fingerprint_follows_the_layer(tiny_model_dir):
 
 
 def _evaluate():
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_script
+
+    return load_script("evaluate")
 
 
 def test_harness_runs_it_under_the_length_cap_and_skips_it_above(tmp_path, tiny_model_dir):

@@ -34,11 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def index(args: argparse.Namespace) -> int:
+def index(args: argparse.Namespace) -> None:
     if args.info is not None:
         print(describe(args.info))
         return 0
-    from ..pipeline import ILRe
 
     if args.out is None and str(args.context) == "-":
         raise ValueError("reading standard input: name the index file with --out")
@@ -48,15 +47,13 @@ def index(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise ValueError(f"cannot write {out}: folder {out.parent} does not exist")
     text = read_text(args.context)
-    cli.set_threads(args.threads)
-    ilre = ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype, config=cli.config_from(args))
+    ilre = cli.load_pipeline(args, cli.config_from(args))
     t0 = time.perf_counter()
     encoded = ilre.encode(text, progress=not args.no_progress)
     path = encoded.save(out)
     seconds = time.perf_counter() - t0
     print(f"indexed {len(encoded.tokens)} tokens to layer {ilre.config.layer} in {seconds:.1f} s: "
           f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from ..inputs import check_file
+
 FORMAT = 1
 """The file format this code writes and reads; a newer one is refused with a message."""
 SUFFIX = ".ilre"
@@ -66,10 +68,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     from safetensors import safe_open
 
     path = Path(path)
-    if not path.exists():
-        raise IndexFileError(f"index {path} does not exist: make it with python -m ilre.index --context FILE --out {path}")
-    if path.is_dir():
-        raise IndexFileError(f"index {path} is a directory: pass the .ilre file")
+    check_file(path, "index", f"make it with python -m ilre.index --context FILE --out {path}", IndexFileError)
     try:
         with safe_open(str(path), framework="pt") as f:
             header = (f.metadata() or {}).get("ilre")

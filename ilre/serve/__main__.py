@@ -47,10 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: ILRE_ANSWER_API_KEY")
     u.add_argument("--answer-timeout", type=float, default=120.0,
                    help="seconds to wait for that engine to start answering; default: 120")
-    cli.add_model_options(p.add_argument_group("model and device"))
-    cli.add_config_options(p.add_argument_group("retrieval"), "layer", *cli.RECALL)
-    cli.add_config_options(p.add_argument_group("streaming prefill"), *cli.PREFILL)
-    cli.add_config_options(p.add_argument_group("answer"), "max_new_tokens")
+    cli.add_pipeline_options(p)
     return p
 
 
@@ -60,14 +57,12 @@ def make_service(args: argparse.Namespace):
         from .app import Service, api_key_from_env
     except ImportError as exc:
         raise ValueError(f"the service needs {exc.name}: pip install 'ilre[serve]'") from None
-    from ..pipeline import ILRe
     from .cache import EncodingCache
     from .upstream import Upstream
 
     if (args.answer_url is None) != (args.answer_model is None):
         raise ValueError("--answer-url and --answer-model go together")
-    cli.set_threads(args.threads)
-    ilre = ILRe.from_pretrained(args.model, device=args.device, dtype=args.dtype, config=cli.config_from(args))
+    ilre = cli.load_pipeline(args, cli.config_from(args))
     upstream = None
     if args.answer_url is not None:
         upstream = Upstream(args.answer_url, args.answer_model, api_key_from_env(args.answer_key_env),
@@ -76,7 +71,7 @@ def make_service(args: argparse.Namespace):
     return Service(ilre, cache, upstream, api_key_from_env(args.api_key_env), int(args.max_body_mb * 1e6))
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace) -> None:
     import socket
 
     import uvicorn
@@ -96,7 +91,6 @@ def serve(args: argparse.Namespace) -> int:
           + ("" if service.api_key is None else f" (API key from ${args.api_key_env})"), file=sys.stderr, flush=True)
     uvicorn.Server(uvicorn.Config(create_app(service), log_level="info" if args.verbose else "warning")).run(
         sockets=[sock])
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
