@@ -76,3 +76,17 @@ def test_the_prefiller_is_checked_by_the_prefill_config():
     with pytest.raises(ValueError, match="lag_memory"):
         StreamingPrefiller(tiny_model(), 1, window=16, lag_memory=8)
     assert PrefillConfig().chunk_for("int8") == 128 and AnswerConfig().instruction == ILReConfig().instruction
+
+
+def test_the_runtime_imports_no_measuring_code_and_ilre_answer_stays_the_function():
+    """Installing and running ILRe needs neither evaluation/ nor the benchmarks."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ilre, ilre.pipeline, ilre.ask, ilre.index.__main__, ilre.serve.__main__; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'evaluation', 'layer_probe'})); "
+            "print(callable(ilre.answer) and ilre.answer.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]" and out[1] == "ilre.api"
+    run = subprocess.run([sys.executable, "-m", "ilre.answer", "--help"], capture_output=True, text=True)
+    assert run.returncode == 0 and "--context" in run.stdout

@@ -49,3 +49,22 @@ def test_the_memory_estimate_counts_the_key_cache_exactly(ilre):
     need = small.memory_needed(len(encoded.tokens))
     assert need["keys of l_R"] == encoded.state.key_cache.nbytes
     assert all(v >= 0 for v in need.values())
+
+
+def test_a_recaller_of_ones_own_plugs_in_without_touching_the_pipeline(tokenizer):
+    """Anything with the Recaller protocol's two methods chooses what the answer reads."""
+    from ilre.units import TextUnits
+
+    class LastSentence:
+        def units(self, tokens):
+            return TextUnits.of(tokens.unit_starts(), len(tokens), 128)
+
+        def recall(self, scores, context, question, budget):
+            units = self.units(context.tokens)
+            assert scores.shape == (len(units),)  # the scorer scored the units this recaller asked for
+            return units.positions([len(units) - 1])
+
+    ilre = ILRe(tiny_model("llama"), tokenizer, ILReConfig(layer=2, budget=40, max_new_tokens=2),
+                recaller=LastSentence())
+    result = ilre.with_config(max_new_tokens=3).answer(TEXT.rstrip(), "What is the code?")
+    assert [span.text.strip() for span in result.spans] == ["Delta epsilon."]
