@@ -3,10 +3,13 @@
 A small model that cannot find its answer often loops ("The answer is: The answer is: ...")
 until the length cap. Decoding stops as soon as the answer repeats a run of ``REPEAT_NGRAM``
 tokens it has already written, and the repeated run is cut off: the reader gets the answer
-once, and no time is spent on the loop.
+once, and no time is spent on the loop. ``Sampling`` asks for sampled decoding and stop strings
+instead (what OpenAI's API calls temperature, top_p, seed and stop).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
@@ -37,6 +40,46 @@ def stop_at_repeat(ids: list[int], n: int = REPEAT_NGRAM) -> list[int]:
     return ids
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How the answer is decoded: greedy (temperature 0, the default), or sampled; ``stop``: strings
+    that end the answer where they first appear (not included)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    """Makes a sampled answer repeatable (the same seed, prompt and model give the same answer)."""
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be at least 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if any(not s for s in self.stop):
+            raise ValueError("a stop string is empty")
+
+    def cut(self, text: str) -> str:
+        """``text`` up to the first stop string."""
+        ends = [i for i in (text.find(s) for s in self.stop) if i >= 0]
+        return text[:min(ends)] if ends else text
+
+
+GREEDY = Sampling()
+
+
+class _StopOnText(StoppingCriteria):
+    """Stops when the answer's text holds a stop string."""
+
+    def __init__(self, tokenizer, prompt_length: int, sampling: Sampling):
+        self.tokenizer, self.prompt_length, self.sampling = tokenizer, prompt_length, sampling
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        done = [self.sampling.cut(text) != text for text in
+                self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 class _StopOnRepeat(StoppingCriteria):
     def __init__(self, prompt_length: int, n: int = REPEAT_NGRAM):
         self.prompt_length = prompt_length
@@ -48,20 +91,35 @@ class _StopOnRepeat(StoppingCriteria):
 
 
 @torch.inference_mode()
-def generate(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, streamer=None) -> tuple[str, torch.Tensor]:
-    """(decoded answer, new token ids) for a 1-D prompt, decoded greedily, loops cut off."""
+def generate(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, streamer=None,
+             sampling: Sampling = GREEDY) -> tuple[str, torch.Tensor]:
+    """(decoded answer, new token ids) for a 1-D prompt, decoded greedily unless ``sampling`` says
+    otherwise, loops cut off, and cut at a stop string."""
     device = next(model.parameters()).device
     ids = prompt_ids.view(1, -1).to(device)
+    sampled = sampling.temperature > 0
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
-        do_sample=False,
+        do_sample=sampled,
+        temperature=sampling.temperature if sampled else None,
+        top_p=sampling.top_p if sampled else None,
+        top_k=None,
         eos_token_id=model.generation_config.eos_token_id or tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
+    stops = [_StopOnRepeat(ids.shape[1])] + ([_StopOnText(tokenizer, ids.shape[1], sampling)] if sampling.stop else [])
+    if sampled and sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config, streamer=streamer,
-                         stopping_criteria=StoppingCriteriaList([_StopOnRepeat(ids.shape[1])]))
+                         stopping_criteria=StoppingCriteriaList(stops))
     new = torch.tensor(cut_repeat(out[0, ids.shape[1]:].tolist()), dtype=torch.long)
-    return tokenizer.decode(new, skip_special_tokens=True).strip(), new
+    return sampling.cut(tokenizer.decode(new, skip_special_tokens=True)).strip(), new
+
+
+def finish_reason(new_ids: torch.Tensor, max_new_tokens: int, eos: int | list[int] | None) -> str:
+    """OpenAI's finish_reason of an answer: 'length' when the cap cut it, else 'stop'."""
+    eos = set([eos] if isinstance(eos, int) else eos or [])
+    return "length" if new_ids.numel() >= max_new_tokens and int(new_ids[-1]) not in eos else "stop"
 
 
 class Cancelled(Exception):
@@ -73,11 +131,12 @@ class AnswerStream:
 
     The last ``REPEAT_NGRAM`` tokens are held back until decoding stops (they may be the repeat
     that is cut off), and text is released only up to its last complete character, without the
-    trailing space the final answer strips. ``cancelled`` (a threading.Event) stops decoding.
+    trailing space the final answer strips, and short of what may begin a stop string of
+    ``sampling``. ``cancelled`` (a threading.Event) stops decoding.
     """
 
-    def __init__(self, tokenizer, on_text, cancelled=None):
-        self.tokenizer, self.on_text, self.cancelled = tokenizer, on_text, cancelled
+    def __init__(self, tokenizer, on_text, cancelled=None, sampling: Sampling = GREEDY):
+        self.tokenizer, self.on_text, self.cancelled, self.sampling = tokenizer, on_text, cancelled, sampling
         self.ids: list[int] = []
         self.sent = ""
         self._prompt = True
@@ -95,7 +154,11 @@ class AnswerStream:
         self._release(cut_repeat(self.ids), final=True)
 
     def _release(self, ids: list[int], final: bool = False) -> None:
-        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cut = self.sampling.cut(text)
+        if not final and cut == text and self.sampling.stop:  # hold back what may begin a stop string
+            cut = text[:len(text) - max(map(len, self.sampling.stop)) + 1]
+        text = cut.strip()
         if not final:
             text = text.rstrip("\ufffd").rstrip()
         if len(text) > len(self.sent) and text.startswith(self.sent):

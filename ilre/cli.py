@@ -227,13 +227,13 @@ def add_model_options(group, threads: bool = True) -> None:
                                 "one per physical core")
 
 
-def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+def add_pipeline_options(parser: argparse.ArgumentParser, **defaults: Any) -> None:
     """The options of a command that answers: the model's, then ILReConfig's in the groups
-    retrieval, streaming prefill and answer."""
+    retrieval, streaming prefill and answer; ``defaults`` replace the config's own."""
     add_model_options(parser.add_argument_group("model and device"))
-    add_config_options(parser.add_argument_group("retrieval"), "layer", *RECALL)
-    add_config_options(parser.add_argument_group("streaming prefill"), *PREFILL)
-    add_config_options(parser.add_argument_group("answer"), "max_new_tokens")
+    add_config_options(parser.add_argument_group("retrieval"), "layer", *RECALL, **defaults)
+    add_config_options(parser.add_argument_group("streaming prefill"), *PREFILL, **defaults)
+    add_config_options(parser.add_argument_group("answer"), "max_new_tokens", **defaults)
 
 
 def add_output_options(group, verbose: str = "log what each stage does") -> None:

@@ -163,7 +163,8 @@ class AnswerConfig(Checked):
     gap_marker: str = " ... "
     """Text put between recalled spans that are not adjacent in the original."""
     max_new_tokens: int = setting(48, low=1)
-    """Answer length cap (greedy decoding)."""
+    """Answer length cap; in the service, the length of an answer whose request gives no max_tokens,
+    and the most a request may ask (docs/serving.md)."""
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from . import arch, footprint, loading, profile, quantize
-from .answerer import generate
+from .answerer import GREEDY, Sampling, generate
 from .config import ILReConfig, PrefillConfig
 from .encoded import EncodedContext, check_settings
 from .identity import identity
@@ -81,9 +81,7 @@ class ILRe:
         """The model an encoding belongs to (``ilre.identity``; computed once)."""
         return identity(self.model, self.tokenizer, self.name, self.source)
 
-    @property
-    def device(self) -> torch.device:
-        return self.decoder.embed.weight.device
+    device = property(lambda self: self.decoder.embed.weight.device)
 
     @property
     def prefill_precision(self) -> str:
@@ -175,18 +173,21 @@ class ILRe:
         positions = self.recaller.recall(scores, encoded, query.text, self.config.budget)
         return positions, {"score": t1 - t0, "recall": time.perf_counter() - t1}
 
-    def answer(self, context: str | EncodedContext, query: str, answer_prefix: str = "",
-               streamer=None, progress: bool = False) -> AnswerResult:
-        """Answer ``query`` about ``context`` (a string, or one encoded before with ``encode``)."""
+    def answer(self, context: str | EncodedContext, query: str, answer_prefix: str = "", streamer=None,
+               progress: bool = False, history: str = "", sampling: Sampling = GREEDY) -> AnswerResult:
+        """Answer ``query`` about ``context`` (a string, or one encoded before with ``encode``);
+        ``history`` (earlier turns of a conversation) is read by the answer just before the question,
+        not by recall; ``sampling``: greedy by default."""
         if not query.strip():
             raise ValueError("the query is empty")
         encoded = context if isinstance(context, EncodedContext) else self.encode(context, progress)
         suffix = self.template.query(query, answer_prefix)
         positions, times = self.recall(encoded, suffix)
-        gap = self.template.encode_text(self.config.gap_marker)
-        prompt = assemble(encoded.prefix_ids, encoded.tokens.ids, positions, suffix.ids, gap)
+        asked = self.template.suffix_ids(f"{history}\n\n{query}", answer_prefix) if history else suffix.ids
+        prompt = assemble(encoded.prefix_ids, encoded.tokens.ids, positions, asked,
+                          self.template.encode_text(self.config.gap_marker))
         t0 = time.perf_counter()
-        text, new_ids = generate(self.model, self.tokenizer, prompt, self.config.max_new_tokens, streamer)
+        text, new_ids = generate(self.model, self.tokenizer, prompt, self.config.max_new_tokens, streamer, sampling)
         return AnswerResult(answer=text, answer_tokens=new_ids.tolist(), spans=spans_of(encoded.tokens, positions),
                             layer=self.config.layer, context_tokens=len(encoded.tokens),
                             recalled_tokens=positions.numel(), prompt_tokens=prompt.numel(),
@@ -197,4 +198,3 @@ class ILRe:
         """The plain full-context prompt, token for token what a covering budget reads."""
         tokens = tokenize_context(self.tokenizer, context)
         return torch.cat((self.template.prefix_ids(), tokens.ids, self.template.suffix_ids(query, answer_prefix)))
-

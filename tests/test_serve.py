@@ -111,7 +111,7 @@ def test_contexts_are_posted_polled_used_and_deleted(served):
                                                         extra_body={"context_id": cid})
         assert reply.model_extra["ilre"]["context_id"] == cid and reply.model_extra["ilre"]["cache"] == "hit"
         assert http.delete(f"/v1/contexts/{cid}").status_code == 200
-        assert http.get(f"/v1/contexts/{cid}").status_code == 404
+        _openai_error(http.get(f"/v1/contexts/{cid}"), 404)
         assert http.get("/health").json()["status"] == "ok"
         assert http.get("/v1/models").json()["data"][0]["id"] == "ilre"
 
@@ -121,20 +121,20 @@ def test_bad_requests_get_400_and_413(tiny_model_dir):
     try:
         with httpx.Client(base_url=running.url) as http:
             bad = http.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
-            assert bad.status_code == 400 and "malformed" in bad.json()["error"]["message"]
+            assert "malformed" in _openai_error(bad, 400)
             no_messages = http.post("/v1/chat/completions", json={"model": "ilre", "messages": []})
-            assert no_messages.status_code == 400
+            _openai_error(no_messages, 400)
             big = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 20_000}]})
-            assert big.status_code == 413
+            _openai_error(big, 413)
             chunked = http.post("/v1/chat/completions", headers={"content-type": "application/json"},
                                 content=(b"x" * 4096 for _ in range(8)))  # no Content-Length: sent in chunks
-            assert chunked.status_code == 413 and "at least" in chunked.json()["error"]["message"]
+            assert "at least" in _openai_error(chunked, 413)
             small = http.post("/v1/chat/completions", headers={"content-type": "application/json"},
                               content=iter([b'{"messages": [', b'{"role": "user", "content": "hi"}]}']))
             assert small.status_code == 200, small.text
             unknown = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "q"}],
                                                               "context_id": "ctx-nope"})
-            assert unknown.status_code == 404
+            _openai_error(unknown, 404)
     finally:
         running.close()
 
@@ -149,6 +149,7 @@ def test_an_api_key_is_asked_for_when_set(tiny_model_dir, monkeypatch):
         assert reply.choices[0].message.content is not None
         with httpx.Client(base_url=running.url) as http:  # the health check stays open
             assert http.get("/health").status_code == 200
+            _openai_error(http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "q"}]}), 401)
     finally:
         running.close()
 
@@ -165,6 +166,14 @@ def test_answers_through_another_engine(served, tiny_model_dir):
         assert reply.choices[0].message.content == direct.choices[0].message.content
         streamed = "".join(c.choices[0].delta.content or "" for c in ask(running, stream=True) if c.choices)
         assert streamed == direct.choices[0].message.content
+        # A conversation reaches the engine as one: instructions, earlier turns, then the recalled prompt.
+        talk = [SYSTEM, {"role": "user", "content": TEXT}, {"role": "user", "content": "Hello?"},
+                {"role": "assistant", "content": "Hi."}, {"role": "user", "content": QUESTION}]
+        reply = client(running).chat.completions.create(model="ilre", messages=talk, max_tokens=3, stop=["zz"])
+        sent = [SYSTEM, *talk[2:4], {"role": "user", "content": prompt}]
+        direct = client(upstream).chat.completions.create(model="ilre", messages=sent, max_tokens=3, stop=["zz"])
+        assert reply.choices[0].message.content == direct.choices[0].message.content
+        assert reply.choices[0].finish_reason == direct.choices[0].finish_reason
     finally:
         running.close()
 
@@ -181,6 +190,98 @@ def test_an_unreachable_engine_gives_502(tiny_model_dir):
         assert exc.value.status_code == 502 and f"127.0.0.1:{port}" in str(exc.value)
     finally:
         running.close()
+
+
+def _openai_error(response: "httpx.Response", status: int) -> str:
+    """The error's message, after checking the response is OpenAI's error shape with ``status``."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "code"} and isinstance(error["message"], str)
+    return error["message"]
+
+
+SYSTEM = {"role": "system", "content": "You answer questions about the document briefly."}
+
+
+def _turns(served_running, first: list[dict], follow_ups: list[str], **kw) -> list:
+    """A conversation: ``first`` messages, then each follow-up after the previous answer."""
+    messages, replies = [SYSTEM, *first], []
+    for question in [None, *follow_ups]:
+        if question is not None:
+            messages += [{"role": "assistant", "content": replies[-1].choices[0].message.content},
+                         {"role": "user", "content": question}]
+        replies.append(client(served_running).chat.completions.create(model="ilre", messages=messages, **kw))
+    return replies
+
+
+def test_a_conversation_encodes_its_document_once_and_reads_its_history(served):
+    running, service = served
+    text = TEXT.replace("4417", "5151")
+    before = service.cache.encodings
+    replies = _turns(running, [{"role": "user", "content": text}, {"role": "user", "content": QUESTION}],
+                     ["Is that the code of the vault?", "Say it again."])
+    assert service.cache.encodings == before + 1
+    assert [r.model_extra["ilre"]["cache"] for r in replies] == ["miss", "hit", "hit"]
+    # The third turn reads the system prompt and the earlier turns before its question, recall does not.
+    ilre = service.pipeline
+    first, second = replies[0].choices[0].message.content, replies[1].choices[0].message.content
+    history = (f"Instructions: {SYSTEM['content']}\nEarlier in this conversation:\nUser: {QUESTION}\n"
+               f"Assistant: {first}\nUser: Is that the code of the vault?\nAssistant: {second}")
+    expected = ilre.answer(ilre.encode(text), "Say it again.", history=history)
+    assert replies[2].choices[0].message.content == expected.answer
+    assert replies[2].usage.prompt_tokens == expected.prompt_tokens
+
+
+@pytest.mark.parametrize("shape", ["question line", "llamaindex template", "content parts"])
+def test_a_document_and_its_question_in_one_message(served, shape):
+    running, service = served
+    text = TEXT.replace("4417", "7373")
+    content = {"question line": f"{text}\n\nQuestion: {QUESTION}",
+               "llamaindex template": ("Context information is below.\n---------------------\n"
+                                       f"{text}\n---------------------\nGiven the context information and not "
+                                       f"prior knowledge, answer the query.\nQuery: {QUESTION}\nAnswer: "),
+               "content parts": [{"type": "text", "text": text}, {"type": "text", "text": QUESTION}]}[shape]
+    reply = client(running).chat.completions.create(model="ilre", messages=[{"role": "user", "content": content}])
+    expected = service.pipeline.answer(text, QUESTION)
+    assert reply.choices[0].message.content == expected.answer
+    assert reply.model_extra["ilre"]["context_tokens"] == expected.context_tokens
+
+
+def test_openai_fields_are_honoured_or_refused_by_name(served):
+    running, _ = served
+    whole = ask(running, max_tokens=2)
+    assert whole.choices[0].finish_reason == "length" and whole.usage.completion_tokens == 2
+    chunks = [c for c in ask(running, max_tokens=2, stream=True) if c.choices]
+    assert chunks[-1].choices[0].finish_reason == "length"
+    free = ask(running, max_tokens=6).choices[0].message.content
+    assert len(free) > 3
+    stop = free[2:4]
+    cut = ask(running, max_tokens=6, stop=[stop])
+    assert stop not in cut.choices[0].message.content and free.startswith(cut.choices[0].message.content)
+    assert cut.choices[0].finish_reason == "stop"
+    streamed = "".join(c.choices[0].delta.content or "" for c in ask(running, max_tokens=6, stop=stop, stream=True)
+                       if c.choices)
+    assert streamed == cut.choices[0].message.content
+    sampled = [ask(running, temperature=1.5, seed=s).choices[0].message.content for s in (1, 1, 2, 3, 4)]
+    assert sampled[0] == sampled[1] and len(set(sampled)) > 1
+    with httpx.Client(base_url=running.url) as http:
+        def post(**fields):
+            return http.post("/v1/chat/completions",
+                             json={"model": "ilre", "messages": [{"role": "user", "content": QUESTION}], **fields})
+
+        for field, value in [("n", 2), ("tools", [{"type": "function", "function": {"name": "f"}}]),
+                             ("response_format", {"type": "json_object"}), ("logprobs", True),
+                             ("presence_penalty", 0.5)]:
+            assert field in _openai_error(post(**{field: value}), 400)
+        assert "gpt-4o" in _openai_error(post(model="gpt-4o"), 404)
+        assert post(model=_model_name(running)).status_code == 200  # the model's own name is known too
+        assert "/v2/nothing" in _openai_error(http.get("/v2/nothing"), 404)
+        _openai_error(http.get("/v1/chat/completions"), 405)
+        _openai_error(post(messages=[{"role": "system", "content": "only instructions"}]), 400)
+
+
+def _model_name(running) -> str:
+    return httpx.get(running.url + "/v1/models").json()["data"][0]["root"]
 
 
 @pytest.mark.slow

@@ -19,6 +19,10 @@ from .. import cli
 log = logging.getLogger("ilre.serve")
 
 
+SERVICE_MAX_TOKENS = 1024
+"""A chat client sends no max_tokens by default: an ordinary answer ends long before this."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python -m ilre.serve", __doc__)
     s = p.add_argument_group("server")
@@ -47,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: ILRE_ANSWER_API_KEY")
     u.add_argument("--answer-timeout", type=float, default=120.0,
                    help="seconds to wait for that engine to start answering; default: 120")
-    cli.add_pipeline_options(p)
+    cli.add_pipeline_options(p, max_new_tokens=SERVICE_MAX_TOKENS)
     return p
 
 

@@ -1,7 +1,8 @@
 """The HTTP API: OpenAI's chat completions, plus contexts that are encoded once and remembered.
 
-    POST   /v1/chat/completions   the last user message is the question, the messages before it the
-                                  context (or "context_id" names one); streamed or whole
+    POST   /v1/chat/completions   a conversation about a document (ilre/serve/conversation.py says
+                                  where the document ends and the conversation begins), or about a
+                                  context that "context_id" names; streamed or whole
     POST   /v1/contexts           {"text": ...} -> {"id": ...}, encoded in the background
     GET    /v1/contexts/{id}      status and progress
     DELETE /v1/contexts/{id}
@@ -9,7 +10,10 @@
 
 Responses carry OpenAI's fields; ``usage.prompt_tokens`` counts the tokens the answer read, and
 an ``ilre`` object gives the recalled spans, the layer, the context's tokens, whether its
-encoding came from the cache, and the stage timings.
+encoding came from the cache, and the stage timings. ``temperature``, ``top_p``, ``seed`` and
+``stop`` are honoured; what cannot be served (``n`` > 1, ``tools``, a ``response_format`` other
+than text, ``logprobs``, penalties) is refused with 400 naming the field, as vLLM does; every
+error has OpenAI's shape.
 """
 
 from __future__ import annotations
@@ -25,14 +29,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..answerer import AnswerStream, Cancelled, generate
+from ..answerer import AnswerStream, Cancelled, Sampling, finish_reason, generate
 from ..result import spans_of
 from .cache import EncodingCache
+from .conversation import Conversation, Turn, read_conversation
 from .upstream import Upstream, UpstreamError
 
 if TYPE_CHECKING:
@@ -51,11 +58,6 @@ class Message(BaseModel):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[TextPart] | None = None
 
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
-        return self.content or ""
-
 
 class ChatRequest(BaseModel):
     model: str = MODEL_ID
@@ -63,11 +65,55 @@ class ChatRequest(BaseModel):
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = None
-    """Accepted and ignored: answers are greedy."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
     stream_options: dict[str, Any] | None = None
     context_id: str | None = None
-    """ILRe's extension: a context posted to /v1/contexts, in place of the messages before the question."""
+    """ILRe's extension: a context posted to /v1/contexts, in place of a document in the messages."""
+    # What cannot be served: refused by ``unsupported``, not dropped.
+    n: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict[str, Any] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def unsupported(self) -> str | None:
+        """The first field asked for that this service cannot serve, with why; None if none."""
+        if (self.n or 1) != 1:
+            return "n: one answer per request (n = 1)"
+        for name in ("tools", "functions"):
+            if getattr(self, name):
+                return f"{name}: no tool calls here"
+        for name in ("tool_choice", "function_call"):
+            if getattr(self, name) not in (None, "none", "auto"):
+                return f"{name}: no tool calls here"
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            return "response_format: only text answers"
+        if self.logprobs or self.top_logprobs:
+            return "logprobs: not reported"
+        if self.logit_bias:
+            return "logit_bias: not supported"
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):
+                return f"{name}: not supported (0 only)"
+        return None
+
+    def sampling(self) -> Sampling:
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return Sampling(self.temperature or 0.0, self.top_p or 1.0, self.seed, tuple(s for s in stop if s))
+
+    def conversation(self) -> Conversation:
+        turns = [Turn(m.role, [p.text for p in m.content] if isinstance(m.content, list) else [m.content or ""])
+                 for m in self.messages]
+        return read_conversation(turns, self.context_id is not None)
 
 
 class ContextRequest(BaseModel):
@@ -147,10 +193,22 @@ def create_app(service: Service) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return _error(400, f"malformed request: {where or 'body'}: {first.get('msg', 'invalid')}")
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail), "upstream_error" if exc.status_code == 502 else
-                      "authentication_error" if exc.status_code == 401 else "invalid_request_error")
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """Every error in OpenAI's shape: ours, and FastAPI's own (an unknown route, a wrong method)."""
+        detail = str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route {request.method} {request.url.path}: see /docs for the API"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        kind = {502: "upstream_error", 401: "authentication_error", 404: "not_found_error"}.get(exc.status_code,
+                                                                                             "invalid_request_error")
+        return _error(exc.status_code, detail, kind)
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception):
+        log.exception("%s %s failed", request.method, request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}: {str(exc)[:300]}", "server_error")
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -192,22 +250,30 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
-        question, context = _question_and_context(body)
+        if body.model not in (MODEL_ID, ilre.name):
+            raise HTTPException(404, f"the model {body.model!r} does not exist here: use {MODEL_ID!r} (GET /v1/models)")
+        if (refused := body.unsupported()) is not None:
+            raise HTTPException(400, f"unsupported field {refused}")
+        try:
+            talk, sampling = body.conversation(), body.sampling()
+        except ValueError as exc:
+            raise HTTPException(400, str(exc))
         entry, hit, encoded = None, False, None
         if body.context_id is not None:
             entry, hit = service.cache.get(body.context_id), True
             if entry is None:
                 raise HTTPException(404, f"no context {body.context_id}: post it to /v1/contexts first")
-        elif context.strip():
-            entry, hit = service.cache.submit(context)
+        elif talk.document.strip():
+            entry, hit = service.cache.submit(talk.document)
         t0 = time.perf_counter()
         if entry is not None:  # else a plain chat turn, without a document
             try:
                 encoded = await asyncio.wrap_future(entry.future)
             except Exception as exc:
                 raise HTTPException(400, f"the context could not be encoded: {str(exc).splitlines()[0][:300]}")
-        max_tokens = body.max_completion_tokens or body.max_tokens or ilre.config.max_new_tokens
-        answer = Answer(service, encoded, question, max_tokens, entry and entry.id, hit, time.perf_counter() - t0)
+        cap = ilre.config.max_new_tokens  # the service's default answer length is also its cap
+        max_tokens = min(body.max_completion_tokens or body.max_tokens or cap, cap)
+        answer = Answer(service, encoded, talk, max_tokens, sampling, entry and entry.id, hit, time.perf_counter() - t0)
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             return StreamingResponse(answer.events(request, include_usage), media_type="text/event-stream")
@@ -216,20 +282,16 @@ def create_app(service: Service) -> FastAPI:
     return app
 
 
-def _question_and_context(body: ChatRequest) -> tuple[str, str]:
-    """The last user message is the question; the text of the messages before it is the context."""
-    last = max((i for i, m in enumerate(body.messages) if m.role == "user"), default=None)
-    if last is None or not body.messages[last].text().strip():
-        raise HTTPException(400, "no question: the last user message must hold it")
-    return body.messages[last].text(), "\n\n".join(m.text() for m in body.messages[:last] if m.text().strip())
-
-
 class Answer:
     """One chat completion: recall from the encoding, then the answer, here or by the upstream engine."""
 
-    def __init__(self, service: Service, encoded, question: str, max_tokens: int, context_id: str, hit: bool,
-                 wait: float):
-        self.service, self.encoded, self.question, self.max_tokens = service, encoded, question, max_tokens
+    def __init__(self, service: Service, encoded, talk: Conversation, max_tokens: int, sampling: Sampling,
+                 context_id: str, hit: bool, wait: float):
+        self.service, self.encoded, self.talk, self.max_tokens = service, encoded, talk, max_tokens
+        self.question, self.sampling = talk.question, sampling
+        tokenizer = service.pipeline.tokenizer
+        self.history = talk.history_text(lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        self.finish = "stop"
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.meta = {"context_id": context_id, "cache": "hit" if hit else "miss", "wait_s": round(wait, 3)}
@@ -239,25 +301,34 @@ class Answer:
     def _local(self, on_text, cancelled: threading.Event | None = None):
         """The pipeline's own answer (blocking: run in a worker thread)."""
         ilre = self.service.pipeline.with_config(max_new_tokens=self.max_tokens)
-        streamer = AnswerStream(ilre.tokenizer, on_text, cancelled) if on_text is not None else None
+        streamer = AnswerStream(ilre.tokenizer, on_text, cancelled, self.sampling) if on_text is not None else None
         if self.encoded is None:
-            prompt = ilre.template.chat_ids(self.question)
-            text, ids = generate(ilre.model, ilre.tokenizer, prompt, self.max_tokens, streamer)
-            return text, {"prompt_tokens": prompt.numel(), "completion_tokens": ids.numel()}
-        result = ilre.answer(self.encoded, self.question, streamer=streamer)
-        self._describe(result.spans, result.layer, result.context_tokens, result.recalled_tokens, result.timings)
-        return result.answer, {"prompt_tokens": result.prompt_tokens, "completion_tokens": len(result.answer_tokens)}
+            prompt = ilre.template.chat_ids(f"{self.history}\n\n{self.question}" if self.history else self.question)
+            text, ids = generate(ilre.model, ilre.tokenizer, prompt, self.max_tokens, streamer, self.sampling)
+            prompt_tokens = prompt.numel()
+        else:
+            result = ilre.answer(self.encoded, self.question, streamer=streamer, history=self.history,
+                                 sampling=self.sampling)
+            self._describe(result.spans, result.layer, result.context_tokens, result.recalled_tokens, result.timings)
+            text, ids, prompt_tokens = result.answer, torch.tensor(result.answer_tokens), result.prompt_tokens
+        eos = ilre.model.generation_config.eos_token_id or ilre.tokenizer.eos_token_id
+        self.finish = finish_reason(ids, self.max_tokens, eos)
+        return text, {"prompt_tokens": prompt_tokens, "completion_tokens": ids.numel()}
 
-    def _recalled_prompt(self) -> str:
-        """The compressed prompt for the upstream engine: instruction, recalled excerpts, question."""
+    def _recalled_messages(self) -> list[dict[str, str]]:
+        """The conversation for the upstream engine: the instructions as system messages, the
+        history, and a last user turn of instruction, recalled excerpts and question."""
         ilre = self.service.pipeline
+        messages = [{"role": "system", "content": text} for text in self.talk.instructions]
+        messages += [{"role": role, "content": text} for role, text in self.talk.history]
         if self.encoded is None:
-            return self.question
+            return messages + [{"role": "user", "content": self.question}]
         positions, timings = ilre.recall(self.encoded, self.question)
         spans = spans_of(self.encoded.tokens, positions)
         self._describe(spans, ilre.config.layer, len(self.encoded.tokens), int(positions.numel()),
                        {**self.encoded.timings, **timings})
-        return ilre.template.user_text(ilre.config.gap_marker.join(s.text for s in spans), self.question)
+        excerpts = ilre.config.gap_marker.join(s.text for s in spans)
+        return messages + [{"role": "user", "content": ilre.template.user_text(excerpts, self.question)}]
 
     def _describe(self, spans, layer, context_tokens, recalled, timings) -> None:
         self.meta.update(layer=layer, context_tokens=context_tokens, recalled_tokens=recalled,
@@ -276,13 +347,13 @@ class Answer:
             if upstream is None:
                 text, usage = await self.service.run(self._local, None)
             else:
-                prompt = await self.service.run(self._recalled_prompt)
-                text, usage = await upstream.complete(prompt, self.max_tokens)
+                messages = await self.service.run(self._recalled_messages)
+                text, usage, self.finish = await upstream.complete(messages, self.max_tokens, self.sampling)
         except UpstreamError as exc:
             raise HTTPException(502, str(exc))
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": MODEL_ID,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop"}],
+                             "finish_reason": self.finish}],
                 "usage": self._usage(usage), "ilre": self.meta}
 
     def _chunk(self, delta: dict, finish: str | None = None, **extra) -> str:
@@ -305,10 +376,12 @@ class Answer:
                     _, usage = await self.service.run(
                         self._local, lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece), cancelled)
                 else:
-                    prompt = await self.service.run(self._recalled_prompt)
-                    async for piece in self.service.upstream.stream(prompt, self.max_tokens):
+                    messages = await self.service.run(self._recalled_messages)
+                    ended: dict[str, str] = {}
+                    async for piece in self.service.upstream.stream(messages, self.max_tokens, self.sampling, ended):
                         await queue.put(piece)
                     usage = {"prompt_tokens": self.meta.get("recalled_tokens", 0)}
+                    self.finish = ended.get("finish_reason") or "stop"
                 await queue.put(None)
             except Cancelled:
                 await queue.put(None)
@@ -332,7 +405,7 @@ class Answer:
                     yield f"data: {json.dumps({'error': {'message': str(item)[:500], 'type': kind}})}\n\n"
                     return
                 yield self._chunk({"content": item})
-            yield self._chunk({}, "stop", ilre=self.meta)
+            yield self._chunk({}, self.finish, ilre=self.meta)
             if include_usage:
                 last = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": MODEL_ID,
                         "choices": [], "usage": self._usage(usage)}

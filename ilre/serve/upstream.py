@@ -1,8 +1,9 @@
 """Answering through another OpenAI-compatible engine (vLLM, vllm-ascend, TGI, a llama.cpp server).
 
 ILRe keeps what it is for, reading the long context once and choosing what the answer reads; the
-compressed prompt (instruction, recalled excerpts, question) goes to the engine's
-``/v1/chat/completions``. Connection failures and 5xx answers are retried a bounded number of
+conversation goes to the engine's ``/v1/chat/completions`` with the document replaced by what
+was recalled (system messages, earlier turns, then instruction, excerpts and question), with the
+request's sampling and stop strings. Connection failures and 5xx answers are retried a bounded number of
 times before anything was streamed; then the client gets an :class:`UpstreamError` (HTTP 502).
 """
 
@@ -13,6 +14,8 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+
+from ..answerer import GREEDY, Sampling
 
 
 class UpstreamError(RuntimeError):
@@ -38,9 +41,14 @@ class Upstream:
         self.client = httpx.AsyncClient(base_url=self.url, headers=headers,
                                         timeout=httpx.Timeout(self.timeout, connect=5.0))
 
-    def _body(self, prompt: str, max_tokens: int, stream: bool) -> dict[str, Any]:
-        return {"model": self.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-                "temperature": 0, "stream": stream}
+    def _body(self, messages: list[dict[str, str]], max_tokens: int, sampling: Sampling, stream: bool) -> dict[str, Any]:
+        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                "temperature": sampling.temperature, "top_p": sampling.top_p, "stream": stream}
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        return body
 
     async def _send(self, body: dict[str, Any]):
         """The engine's response, headers read, after bounded retries of connection errors and 5xx."""
@@ -67,22 +75,25 @@ class Upstream:
             await response.aclose()
         raise UpstreamError(f"answering engine {self.url} failed after {self.retries + 1} attempts: {cause}")
 
-    async def complete(self, prompt: str, max_tokens: int) -> tuple[str, dict[str, Any]]:
-        """(the answer, the engine's usage record)."""
-        response = await self._send(self._body(prompt, max_tokens, stream=False))
+    async def complete(self, messages: list[dict[str, str]], max_tokens: int,
+                       sampling: Sampling = GREEDY) -> tuple[str, dict[str, Any], str]:
+        """(the answer, the engine's usage record, its finish_reason)."""
+        response = await self._send(self._body(messages, max_tokens, sampling, stream=False))
         try:
             data = json.loads(await response.aread())
-            return data["choices"][0]["message"]["content"] or "", data.get("usage") or {}
+            choice = data["choices"][0]
+            return choice["message"]["content"] or "", data.get("usage") or {}, choice.get("finish_reason") or "stop"
         except (ValueError, KeyError, IndexError) as exc:
             raise UpstreamError(f"answering engine {self.url} sent an answer that is not a chat completion") from exc
         finally:
             await response.aclose()
 
-    async def stream(self, prompt: str, max_tokens: int) -> AsyncIterator[str]:
-        """The answer's text, piece by piece as the engine streams it."""
+    async def stream(self, messages: list[dict[str, str]], max_tokens: int, sampling: Sampling = GREEDY,
+                     ended: dict[str, str] | None = None) -> AsyncIterator[str]:
+        """The answer's text, piece by piece as the engine streams it; ``ended`` gets its finish_reason."""
         import httpx
 
-        response = await self._send(self._body(prompt, max_tokens, stream=True))
+        response = await self._send(self._body(messages, max_tokens, sampling, stream=True))
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -91,6 +102,8 @@ class Upstream:
                 if data == "[DONE]":
                     break
                 choices = json.loads(data).get("choices") or [{}]
+                if choices[0].get("finish_reason") and ended is not None:
+                    ended["finish_reason"] = choices[0]["finish_reason"]
                 piece = (choices[0].get("delta") or {}).get("content")
                 if piece:
                     yield piece
