@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,12 +24,6 @@ from ilre import cli
 QUESTIONS = ["What is the pass key mentioned in the document?", "What is the pass key?",
              "Which number is the pass key?", "Tell me the pass key.", "What pass key does the text give?",
              "Find the pass key in the document.", "What is the secret pass key?", "Which pass key is mentioned?"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -57,26 +49,13 @@ def run(args: argparse.Namespace) -> int | None:
     from transformers import AutoTokenizer
 
     from evaluation.bench_measure import make_context
+    from evaluation.chat_clients import model_options, served
     from ilre.loading import resolve
 
     tokenizer = AutoTokenizer.from_pretrained(resolve(args.model)[0], local_files_only=True)
     document = make_context(tokenizer, args.length)["text"]
-    port = free_port()
-    command = [sys.executable, "-m", "ilre.serve", "--port", str(port)] + sum(
-        ([f"--{k}", str(v)] for k, v in (("model", args.model), ("device", args.device), ("dtype", args.dtype),
-                                         ("threads", args.threads)) if v is not None), [])
-    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0, timeout=3600)
-    try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                client.models.list()
-                break
-            except openai.APIConnectionError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise ValueError(f"the server did not start: {server.stderr.read()[-2000:]}")
-                time.sleep(0.5)
+    with served(model_options(args)) as url:
+        client = openai.OpenAI(base_url=url, api_key="-", max_retries=0, timeout=3600)
 
         def ask(question: str) -> tuple[float, dict]:
             t0 = time.perf_counter()
@@ -107,9 +86,6 @@ def run(args: argparse.Namespace) -> int | None:
             print(f"| {clients} | {row['requests']} | {row['p50_s']:.2f} | {row['p95_s']:.2f} | {row['rps']:.2f} |")
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "bench_serve.json").write_text(json.dumps(doc, indent=2) + "\n")
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 if __name__ == "__main__":
