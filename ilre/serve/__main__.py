@@ -1,6 +1,8 @@
-"""Serve ILRe through OpenAI's chat API: the messages before the question are the document, read
-once and remembered (in memory, and in --index-dir across restarts); later questions about it are
-answered in seconds, here or by another OpenAI-compatible engine (--answer-url).
+"""Serve ILRe through OpenAI's chat API: a conversation about a document, whose first user message
+(or the part of it before a "Question:" line) is the document, read once and remembered (in memory,
+and in --index-dir across restarts); system prompts are instructions, and later turns are answered
+in seconds with the earlier ones as history, here or by another OpenAI-compatible engine
+(--answer-url). docs/serving.md gives the whole rule.
 
     python -m ilre.serve                                  # embedded model, 127.0.0.1:8000
     python -m ilre.serve --model path/to/model --device npu --index-dir indexes/ --cache-gb 8
