@@ -79,27 +79,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_up(url: str, process: subprocess.Popen, what: str, timeout: float = 300.0) -> None:
+    """Return once ``url``/models answers; ValueError with the server's last words if ``process``
+    ends first or ``timeout`` passes."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            httpx.get(url + "/models", timeout=5).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                raise ValueError(f"{what} did not start: {process.stderr.read()[-2000:]}") from None
+            time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def served(options: list[str], start_timeout: float = 300.0) -> Iterator[str]:
     """``python -m ilre.serve`` with ``options`` on a free localhost port, as its own process;
     yields its API's base URL once it answers, and stops it after."""
-    import httpx
-
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "ilre.serve", "--port", str(port), *options],
                               stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.time() + start_timeout
-        while True:
-            try:
-                httpx.get(url + "/models", timeout=5).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if server.poll() is not None or time.time() > deadline:
-                    server.kill()
-                    raise ValueError(f"the server did not start: {server.stderr.read()[-2000:]}") from None
-                time.sleep(0.5)
+        wait_until_up(url, server, "the server", start_timeout)
         yield url
     finally:
         server.terminate()

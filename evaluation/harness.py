@@ -322,26 +322,27 @@ class Runner:
         p = sample.prefix.numel()
         span = (p, p + len(sample.tokens))
         if (whole := whole_context(len(sample.tokens), self.budget)) is not None:  # then no filter pass at all
-            return self._choose_and_answer(task, sample, tokenize, system, row, {"recall": lambda: whole})
-        scores = []
+            return self._choose_and_answer(task, sample, tokenize, system, row, {"recall": lambda _: whole})
         return self._choose_and_answer(task, sample, tokenize, system, row, {
-            "filter_pass": lambda: scores.append(system.selector.scores(self.ilre.model, sample.full_prompt(), span,
-                                                                        self.ilre.config.layer)),
-            "recall": lambda: system.selector.top(scores[0], self.budget)})
+            "filter_pass": lambda _: system.selector.scores(self.ilre.model, sample.full_prompt(), span,
+                                                            self.ilre.config.layer),
+            "recall": lambda scores: system.selector.top(scores, self.budget)})
 
     def _select(self, task: Task, sample: Sample, tokenize: float, system: System, row: Callable) -> dict:
         """A system that chooses from the text alone (StreamingLLM, RAG), then answers."""
         return self._choose_and_answer(task, sample, tokenize, system, row,
-                                       {"recall": lambda: system.selector.select(sample, self.budget)})
+                                       {"recall": lambda _: system.selector.select(sample, self.budget)})
 
     def _choose_and_answer(self, task: Task, sample: Sample, tokenize: float, system: System, row: Callable,
-                           stages: dict[str, Callable[[], Any]]) -> dict:
-        """Run ``stages`` in order, each timed (the last one's value: the positions to read), then answer."""
+                           stages: dict[str, Callable[[Any], Any]]) -> dict:
+        """Run ``stages`` in order, each timed and given the previous one's value (the last one's: the
+        positions to read), then answer."""
         times = {"tokenize": tokenize}
+        positions = None
         with PeakMemory() as mem:
             for name, stage in stages.items():
                 t0 = time.perf_counter()
-                positions = stage()
+                positions = stage(positions)
                 times[name] = time.perf_counter() - t0
             t0 = time.perf_counter()
             prompt = sample.prompt(positions)

@@ -104,7 +104,7 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, st
         temperature=sampling.temperature if sampled else None,
         top_p=sampling.top_p if sampled else None,
         top_k=None,
-        eos_token_id=model.generation_config.eos_token_id or tokenizer.eos_token_id,
+        eos_token_id=eos_ids(model, tokenizer),
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
     stops = [_StopOnRepeat(ids.shape[1])] + ([_StopOnText(tokenizer, ids.shape[1], sampling)] if sampling.stop else [])
@@ -116,10 +116,15 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, st
     return sampling.cut(tokenizer.decode(new, skip_special_tokens=True)).strip(), new
 
 
-def finish_reason(new_ids: torch.Tensor, max_new_tokens: int, eos: int | list[int] | None) -> str:
+def eos_ids(model, tokenizer) -> int | list[int] | None:
+    """The token(s) that end an answer: the model's generation config's, else the tokenizer's."""
+    return model.generation_config.eos_token_id or tokenizer.eos_token_id
+
+
+def finish_reason(new_ids: list[int], max_new_tokens: int, eos: int | list[int] | None) -> str:
     """OpenAI's finish_reason of an answer: 'length' when the cap cut it, else 'stop'."""
     eos = set([eos] if isinstance(eos, int) else eos or [])
-    return "length" if new_ids.numel() >= max_new_tokens and int(new_ids[-1]) not in eos else "stop"
+    return "length" if len(new_ids) >= max_new_tokens and new_ids[-1] not in eos else "stop"
 
 
 class Cancelled(Exception):

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int | None:
     import httpx
     import openai
 
-    from evaluation.chat_clients import free_port, model_options, served
+    from evaluation.chat_clients import free_port, model_options, served, wait_until_up
     from ilre.loading import default_model_file
 
     if importlib.util.find_spec("llama_cpp") is None:
@@ -52,15 +52,7 @@ def run(args: argparse.Namespace) -> int | None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     engine_url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                httpx.get(engine_url + "/models", timeout=5).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if engine.poll() is not None or time.time() > deadline:
-                    raise ValueError(f"llama.cpp's server did not start: {engine.stderr.read()[-2000:]}") from None
-                time.sleep(0.5)
+        wait_until_up(engine_url, engine, "llama.cpp's server")
         engine_model = httpx.get(engine_url + "/models").json()["data"][0]["id"]
         options = [*model_options(args), "--answer-url", engine_url, "--answer-model", engine_model]
         doc = {"command": "python scripts/answer_with_llamacpp.py " + " ".join(sys.argv[1:]),

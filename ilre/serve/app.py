@@ -29,14 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..answerer import AnswerStream, Cancelled, Sampling, finish_reason, generate
+from ..answerer import AnswerStream, Cancelled, Sampling, eos_ids, finish_reason, generate
 from ..result import spans_of
 from .cache import EncodingCache
 from .conversation import Conversation, Turn, read_conversation
@@ -304,16 +303,15 @@ class Answer:
         streamer = AnswerStream(ilre.tokenizer, on_text, cancelled, self.sampling) if on_text is not None else None
         if self.encoded is None:
             prompt = ilre.template.chat_ids(f"{self.history}\n\n{self.question}" if self.history else self.question)
-            text, ids = generate(ilre.model, ilre.tokenizer, prompt, self.max_tokens, streamer, self.sampling)
-            prompt_tokens = prompt.numel()
+            text, new = generate(ilre.model, ilre.tokenizer, prompt, self.max_tokens, streamer, self.sampling)
+            ids, prompt_tokens = new.tolist(), prompt.numel()
         else:
             result = ilre.answer(self.encoded, self.question, streamer=streamer, history=self.history,
                                  sampling=self.sampling)
             self._describe(result.spans, result.layer, result.context_tokens, result.recalled_tokens, result.timings)
-            text, ids, prompt_tokens = result.answer, torch.tensor(result.answer_tokens), result.prompt_tokens
-        eos = ilre.model.generation_config.eos_token_id or ilre.tokenizer.eos_token_id
-        self.finish = finish_reason(ids, self.max_tokens, eos)
-        return text, {"prompt_tokens": prompt_tokens, "completion_tokens": ids.numel()}
+            text, ids, prompt_tokens = result.answer, result.answer_tokens, result.prompt_tokens
+        self.finish = finish_reason(ids, self.max_tokens, eos_ids(ilre.model, ilre.tokenizer))
+        return text, {"prompt_tokens": prompt_tokens, "completion_tokens": len(ids)}
 
     def _recalled_messages(self) -> list[dict[str, str]]:
         """The conversation for the upstream engine: the instructions as system messages, the
