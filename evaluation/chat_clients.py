@@ -8,6 +8,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 
@@ -79,9 +80,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(command: list[str]) -> subprocess.Popen:
+    """``command`` as its own process, its output to a temporary file (``process.log``): a pipe
+    nobody reads fills up and stops a talkative server (llama.cpp logs every graph it builds)."""
+    log = tempfile.TemporaryFile("w+")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+    process.log = log
+    return process
+
+
 def wait_until_up(url: str, process: subprocess.Popen, what: str, timeout: float = 300.0) -> None:
     """Return once ``url``/models answers; ValueError with the server's last words if ``process``
-    ends first or ``timeout`` passes."""
+    (from :func:`start_server`) ends first or ``timeout`` passes."""
     import httpx
 
     deadline = time.time() + timeout
@@ -92,7 +102,8 @@ def wait_until_up(url: str, process: subprocess.Popen, what: str, timeout: float
         except httpx.HTTPError:
             if process.poll() is not None or time.time() > deadline:
                 process.kill()
-                raise ValueError(f"{what} did not start: {process.stderr.read()[-2000:]}") from None
+                process.log.seek(0)
+                raise ValueError(f"{what} did not start: {process.log.read()[-2000:]}") from None
             time.sleep(0.5)
 
 
@@ -101,8 +112,7 @@ def served(options: list[str], start_timeout: float = 300.0) -> Iterator[str]:
     """``python -m ilre.serve`` with ``options`` on a free localhost port, as its own process;
     yields its API's base URL once it answers, and stops it after."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "ilre.serve", "--port", str(port), *options],
-                              stderr=subprocess.PIPE, text=True)
+    server = start_server([sys.executable, "-m", "ilre.serve", "--port", str(port), *options])
     url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_until_up(url, server, "the server", start_timeout)

@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,16 +39,15 @@ def run(args: argparse.Namespace) -> int | None:
     import httpx
     import openai
 
-    from evaluation.chat_clients import free_port, model_options, served, wait_until_up
+    from evaluation.chat_clients import free_port, model_options, served, start_server, wait_until_up
     from ilre.loading import default_model_file
 
     if importlib.util.find_spec("llama_cpp") is None:
         raise ValueError('llama.cpp\'s server is not installed: pip install "llama-cpp-python[server]"')
     gguf = args.gguf or default_model_file()
     port = free_port()
-    engine = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
-                               "--n_ctx", "4096", "--n_threads", str(args.threads or os.cpu_count())],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    engine = start_server([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
+                           "--n_ctx", "4096", "--n_threads", str(args.threads or os.cpu_count())])
     engine_url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_until_up(engine_url, engine, "llama.cpp's server")
