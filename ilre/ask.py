@@ -15,7 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import cli
-from .inputs import read_queries, read_text
+from .inputs import read_queries
+from .result import sources_line
 
 
 
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python -m ilre.answer", __doc__)
     io = p.add_argument_group("input and output")
     source = io.add_mutually_exclusive_group(required=True)
-    source.add_argument("--context", type=Path, help="UTF-8 text file to ask about; '-' reads standard input")
+    cli.add_context_option(source)
     source.add_argument("--index", type=Path,
                         help="an index made by python -m ilre.index: answers without reading the context again; "
                              "its encoding settings are used, and options that contradict them are refused")
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print a JSON record (answer, recalled spans with character offsets, layer, token counts, "
                          "stage times) instead of streaming the answer; one line per question with --queries")
     cli.add_output_options(io)
+    cli.add_file_filters(p.add_argument_group("files of a folder"))
     cli.add_pipeline_options(p)
     return p
 
@@ -49,7 +51,7 @@ def load(args: argparse.Namespace, given: set[str]):
 
     config = cli.config_from(args)
     model = args.model
-    text = read_text(args.context, "context file") if args.context is not None else None  # before the model loads
+    sources = cli.read_context(args) if args.context is not None else None  # before the model loads
     if args.index is not None:
         meta = index.read_meta(args.index)
         made = meta["settings"]
@@ -63,7 +65,7 @@ def load(args: argparse.Namespace, given: set[str]):
     ilre = cli.load_pipeline(args, config)
     if args.index is not None:
         return ilre, ilre.load_index(args.index)
-    return ilre, ilre.encode(text, progress=not args.no_progress)
+    return ilre, ilre.encode(sources, progress=not args.no_progress)
 
 
 def ask(args: argparse.Namespace, given: set[str]) -> int:
@@ -85,6 +87,8 @@ def ask(args: argparse.Namespace, given: set[str]) -> int:
         if result.whole_context and n == 0:
             print(f"note: the budget ({ilre.config.budget}) covers the whole context ({result.context_tokens} "
                   "tokens): the answer read all of it", file=sys.stderr)
+        if not args.json:
+            print(sources_line(result.spans))
         if args.json and args.queries is not None:
             print(json.dumps({"query": question, **result.to_dict()}, ensure_ascii=False), flush=True)
         elif args.json:

@@ -236,6 +236,41 @@ def add_pipeline_options(parser: argparse.ArgumentParser, **defaults: Any) -> No
     add_config_options(parser.add_argument_group("answer"), "max_new_tokens", **defaults)
 
 
+def add_context_option(group, required: bool = False) -> None:
+    """--context: one text file, '-', or several files and folders (see ``ilre.sources``)."""
+    group.add_argument("--context", nargs="+", type=Path, metavar="PATH", required=required,
+                       help="what to ask about: a UTF-8 text file ('-' reads standard input), or folders and files "
+                            "(a code base, a set of manuals): text files found recursively, .gitignore respected, "
+                            "hidden folders, binary and large files skipped, joined in path order with a header "
+                            "line naming each file")
+
+
+def add_file_filters(group) -> None:
+    """--include, --exclude and --max-file-size: which files of a folder are read."""
+    group.add_argument("--include", action="append", default=[], metavar="GLOB",
+                       help="read only the files of a folder that match this .gitignore-style pattern (*.py, docs/); "
+                            "repeat it for several")
+    group.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                       help="leave out the files of a folder that match this pattern (tests/, *_pb2.py); repeatable")
+    group.add_argument("--max-file-size", type=float, default=None, metavar="MIB",
+                       help="skip files of a folder larger than this many MiB; default: 1")
+
+
+def read_context(args: argparse.Namespace):
+    """The ``Sources`` of --context (and the file filters), with a line on stderr saying what a
+    folder gave (the skipped files one by one in --verbose)."""
+    from .sources import MAX_FILE_BYTES, read_sources, summary
+
+    size = getattr(args, "max_file_size", None)
+    if size is not None and size <= 0:
+        raise ValueError(f"--max-file-size {size} must be more than 0 MiB")
+    sources = read_sources(args.context, getattr(args, "include", ()), getattr(args, "exclude", ()),
+                           int(size * 2**20) if size else MAX_FILE_BYTES)
+    if len(sources) > 1 or sources.skipped:
+        print(summary(sources), file=sys.stderr)
+    return sources
+
+
 def add_output_options(group, verbose: str = "log what each stage does") -> None:
     """--no-progress and -v/--verbose."""
     group.add_argument("--no-progress", action="store_true", help="hide the progress bars")

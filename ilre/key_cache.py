@@ -33,6 +33,13 @@ class KeyCache:
         except RuntimeError:
             return cls(torch.empty(shape, dtype=dtype, device=device), layer)
 
+    def grown(self, more: int) -> "KeyCache":
+        """A copy of the filled keys with room for ``more`` (a stream that goes on: an index updated)."""
+        cache = KeyCache.allocate(self.keys.shape[0], self.filled + more, self.keys.shape[2], self.layer,
+                                  self.keys.dtype, self.keys.device)
+        cache.append(self.keys[:, :self.filled])
+        return cache
+
     def append(self, keys: torch.Tensor) -> None:
         n = keys.shape[1]
         if self.filled + n > self.capacity:

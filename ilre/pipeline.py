@@ -22,6 +22,7 @@ from .prompt import PromptTemplate, QueryTokens, assemble, tokenize_context
 from .recaller import RECALLERS, Recaller, whole_context
 from .result import AnswerResult, spans_of
 from .scorer import QueryScorer
+from .sources import Sources
 
 Progress = bool | Callable[[int, int], None]  # a bar, or a function of (tokens streamed, tokens in all)
 
@@ -112,11 +113,15 @@ class ILRe:
         return StreamingPrefiller.of(self.model, self.config.layer, self.config.part(PrefillConfig), progress=progress,
                                      layers=layers, decoder=self.decoder, key_device=key_device)
 
-    def encode(self, context: str, progress: Progress = False) -> EncodedContext:
-        """Tokenise the context and stream it to the retrieval layer (the O(L) part); not streamed when
-        the budget covers it (read whole), until :meth:`recall` with a smaller budget asks."""
+    def encode(self, context: str | Sources, progress: Progress = False) -> EncodedContext:
+        """Tokenise the context (a text, or the files of ``ilre.sources.read_sources``) and stream it to
+        the retrieval layer (the O(L) part); not streamed when the budget covers it (read whole), until
+        :meth:`recall` with a smaller budget asks."""
         t0 = time.perf_counter()
-        tokens = tokenize_context(self.tokenizer, context)
+        sources = context if isinstance(context, Sources) else None
+        tokens = tokenize_context(self.tokenizer, context if sources is None else sources.text)
+        if sources is not None:
+            tokens.files, tokens.read_with = sources.files, sources.read_with or None
         if len(tokens) == 0:
             raise ValueError("the context is empty: it has no tokens")
         encoded = EncodedContext(tokens, self.template.prefix_ids(), None, {"tokenize": time.perf_counter() - t0},
@@ -173,7 +178,7 @@ class ILRe:
         positions = self.recaller.recall(scores, encoded, query.text, self.config.budget)
         return positions, {"score": t1 - t0, "recall": time.perf_counter() - t1}
 
-    def answer(self, context: str | EncodedContext, query: str, answer_prefix: str = "", streamer=None,
+    def answer(self, context: str | Sources | EncodedContext, query: str, answer_prefix: str = "", streamer=None,
                progress: bool = False, history: str = "", sampling: Sampling = GREEDY) -> AnswerResult:
         """Answer ``query`` about ``context`` (a string, or one encoded before with ``encode``);
         ``history`` (earlier turns of a conversation) is read by the answer just before the question,

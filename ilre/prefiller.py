@@ -134,11 +134,13 @@ class StreamingPrefiller:
         return self.decoder.embed.weight
 
     @torch.inference_mode()
-    def prefill(self, input_ids: torch.Tensor, capture: tuple[int, ...] = ()) -> StreamState:
+    def prefill(self, input_ids: torch.Tensor, capture: tuple[int, ...] = (),
+                after: StreamState | None = None) -> StreamState:
         """Stream ``input_ids`` (1-D) through the lower layers; keep every key of ``layer``.
 
         ``capture`` names lower layers whose keys are kept as well, so that one pass serves a
-        comparison of many candidate layers.
+        comparison of many candidate layers. ``after``: a stream to go on from (its windows and
+        keys; not changed), as if ``input_ids`` had followed its tokens (without LagKV memory).
         """
         ids = input_ids.reshape(-1).to(self._param.device)
         dec = self.decoder
@@ -147,11 +149,16 @@ class StreamingPrefiller:
         pin = where.type == "cpu" and self._param.device.type != "cpu"
         allocate = lambda layer: KeyCache.allocate(dec.num_kv_heads, ids.numel(), dec.head_dim, layer,  # noqa: E731
                                                    self.key_dtype or self._param.dtype, where, pin)
-        state = StreamState(
-            windows=[LayerWindow(empty, empty) for _ in range(self.layer)],
-            key_cache=allocate(self.layer),
-            captured={i: allocate(i) for i in sorted(set(capture)) if i < self.layer},
-        )
+        if after is not None:
+            if self.lag_memory or capture:
+                raise ValueError("a stream with a LagKV memory or captured layers cannot be continued: encode it again")
+            state = StreamState(list(after.windows), after.key_cache.grown(ids.numel()), after.seen)
+        else:
+            state = StreamState(
+                windows=[LayerWindow(empty, empty) for _ in range(self.layer)],
+                key_cache=allocate(self.layer),
+                captured={i: allocate(i) for i in sorted(set(capture)) if i < self.layer},
+            )
         bar = tqdm(total=ids.numel(), unit="tok", desc=f"prefill to layer {self.layer}",
                    disable=self.progress is not True, leave=False, dynamic_ncols=True)
         tuner = ThreadTuner() if ids.device.type == "cpu" else None

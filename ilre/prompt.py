@@ -13,18 +13,16 @@ spans) + suffix; with every context token recalled it is the full prompt exactly
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .config import AnswerConfig
+from .sources import FileSpan
+from .units import find_unit_starts
 
 _MARK = "\u2063ILRE_CONTEXT\u2063"
-# A unit ends after . ! or ? followed by space, or at a line break. Not after a colon:
-# "the number for X is: 1298782." must stay one unit with its answer.
-_UNIT_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
 
 
 @dataclass
@@ -35,26 +33,20 @@ class ContextTokens:
     ids: torch.Tensor       # [L] long
     offsets: torch.Tensor   # [L, 2] long, character [start, end) of each token
     starts: torch.Tensor | None = None
-    """The first token of each sentence or line, once found (a saved index stores them)."""
+    """The first token of each recall unit, once found (a saved index stores them)."""
+    files: list[FileSpan] | None = None
+    """Where each file of a folder lies in ``text`` (``ilre.sources``); None: one prose text."""
+    read_with: dict | None = None
+    """The filters the folder was read with (``Sources.read_with``)."""
 
     def __len__(self) -> int:
         return self.ids.numel()
 
     def unit_starts(self) -> torch.Tensor:
-        """Token index of the first token of each sentence or line (found once, then kept)."""
+        """Token index of the first token of each sentence, line or code block (found once, then kept)."""
         if self.starts is None:
-            self.starts = self._unit_starts()
+            self.starts = find_unit_starts(self.text, self.offsets, self.files)
         return self.starts
-
-    def _unit_starts(self) -> torch.Tensor:
-        if len(self) == 0:
-            return torch.zeros(0, dtype=torch.long)
-        boundaries = [m.end() for m in _UNIT_END.finditer(self.text)]
-        char_starts = torch.tensor([0, *boundaries], dtype=torch.long)
-        # The unit starts at the token that holds its first character (tokens often carry the
-        # space before a word, so that token may begin before the boundary).
-        token_starts = torch.searchsorted(self.offsets[:, 1].contiguous(), char_starts, right=True)
-        return torch.unique(token_starts.clamp(max=len(self) - 1))
 
 
 def tokenize_context(tokenizer, text: str) -> ContextTokens:

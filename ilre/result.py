@@ -7,25 +7,56 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .prompt import ContextTokens, contiguous_runs
+from .sources import FileSpan
 
 
 @dataclass
 class RecalledSpan:
-    """A contiguous run of recalled context tokens, as character offsets into the context."""
+    """A contiguous run of recalled context tokens, inside one file: character offsets into the
+    context, and the file, its lines (1-based, inclusive) and offsets inside that file."""
 
     start: int
     end: int
     tokens: int
     text: str
+    file: str | None = None
+    """The file's path, relative to the folder given (None: a text given as a string)."""
+    line_start: int = 1
+    line_end: int = 1
+    file_start: int = 0
+    file_end: int = 0
+
+    @property
+    def source(self) -> str:
+        """'path:line' or 'path:first-last' (lines only for a text without a name)."""
+        lines = f"{self.line_start}" if self.line_end == self.line_start else f"{self.line_start}-{self.line_end}"
+        return f"{self.file}:{lines}" if self.file is not None else f"lines {lines}"
 
 
 def spans_of(tokens: ContextTokens, positions: torch.Tensor) -> list[RecalledSpan]:
-    """The recalled ``positions`` (sorted) of a context as spans of its text."""
+    """The recalled ``positions`` (sorted) of a context as spans of its text, one per run of
+    adjacent tokens in one file."""
+    files = tokens.files or [FileSpan(None, 0, 0, len(tokens.text))]
+    headers = [f.header for f in files]
+    file_of = torch.searchsorted(torch.tensor(headers), tokens.offsets[:, 0].contiguous(), right=True) - 1
     spans = []
     for start, end in contiguous_runs(positions):
-        a, b = int(tokens.offsets[start, 0]), int(tokens.offsets[end - 1, 1])
-        spans.append(RecalledSpan(a, b, end - start, tokens.text[a:b]))
+        owners = file_of[start:end]
+        cuts = [start, *(start + 1 + torch.nonzero(owners[1:] != owners[:-1]).view(-1)).tolist(), end]
+        for a_tok, b_tok in zip(cuts, cuts[1:]):
+            f = files[max(int(file_of[a_tok]), 0)]
+            a, b = int(tokens.offsets[a_tok, 0]), int(tokens.offsets[b_tok - 1, 1])
+            inner_a, inner_b = min(max(a, f.start), f.end), min(max(b, f.start), f.end)
+            line_start = tokens.text.count("\n", f.start, inner_a) + 1
+            line_end = line_start + tokens.text.count("\n", inner_a, max(inner_b - 1, inner_a))
+            spans.append(RecalledSpan(a, b, b_tok - a_tok, tokens.text[a:b], f.path, line_start, line_end,
+                                      inner_a - f.start, inner_b - f.start))
     return spans
+
+
+def sources_line(spans: list[RecalledSpan]) -> str:
+    """What the CLI prints under an answer: where each recalled span is, in context order."""
+    return "sources: " + ", ".join(span.source for span in spans)
 
 
 @dataclass

@@ -1,10 +1,82 @@
-"""A context's recall units: its sentences and lines as token ranges, long ones cut."""
+"""A context's recall units: sentences of prose, lines and blocks of code, as token ranges.
+
+Prose is cut after each sentence and at line breaks. Code is cut at lines only, into blocks: a
+block starts after a blank line, at a definition (``def``, ``class``, ``function``, ``fn``, a
+decorator...), and where the code returns to the left margin; a block longer than
+``CODE_BLOCK_TOKENS`` is cut at its line starts. So a recalled unit of code is whole lines, and
+often a whole small function. Each file's header line is a unit of its own.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .sources import FileSpan
+
+# A unit ends after . ! or ? followed by space, or at a line break. Not after a colon:
+# "the number for X is: 1298782." must stay one unit with its answer.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
+_DEFINITION = re.compile(r"[ \t]*(?:@|(?:async[ \t]+)?def[ \t]|class[ \t]|(?:export[ \t]+)?function[ \t]|func[ \t]|fn[ \t]"
+                         r"|(?:pub[ \t]+)?(?:struct|enum|impl|trait|interface|mod)[ \t]|\[[\w. \t\"'-]+\][ \t]*$)")
+CODE_BLOCK_TOKENS = 96
+"""The longest block of code kept whole, in tokens: below ``max_unit_tokens``'s default, so that
+the recaller never cuts a block in the middle of a line (a single line longer than a unit is)."""
+
+
+def find_unit_starts(text: str, offsets: torch.Tensor, files: "list[FileSpan] | None" = None) -> torch.Tensor:
+    """Token index of the first token of each unit of a context (``offsets``: [L, 2] characters of
+    each token); ``files`` says which parts of ``text`` are prose and which code (None: all prose)."""
+    length = offsets.shape[0]
+    if length == 0:
+        return torch.zeros(0, dtype=torch.long)
+    ends = offsets[:, 1].contiguous()
+
+    def token_at(chars: list[int]) -> torch.Tensor:
+        # The token that holds each character (tokens often carry the space before a word, so that
+        # token may begin before the boundary).
+        return torch.searchsorted(ends, torch.tensor(chars, dtype=torch.long), right=True)
+
+    if files is None:
+        char_starts, token_starts = [0, *(m.end() for m in _SENTENCE_END.finditer(text))], []
+    else:
+        char_starts, token_starts = [], []
+        for f in files:
+            char_starts += [f.header, f.start]
+            if f.kind == "code":
+                token_starts += code_block_starts(text, f.start, f.end, token_at, CODE_BLOCK_TOKENS)
+            else:
+                char_starts += [m.end() for m in _SENTENCE_END.finditer(text, f.start, f.end)]
+    starts = torch.cat((token_at(char_starts), torch.tensor(token_starts, dtype=torch.long)))
+    return torch.unique(starts.clamp(max=length - 1))
+
+
+def code_block_starts(text: str, start: int, end: int, token_at, max_tokens: int) -> list[int]:
+    """First tokens of the blocks of the code in text[start:end] (see the module's docstring)."""
+    lines = text[start:end].splitlines(keepends=True)
+    line_starts = [start]
+    for line in lines:
+        line_starts.append(line_starts[-1] + len(line))
+    tokens = token_at(line_starts).tolist()  # tokens[i]: first token of line i; tokens[-1]: the end
+    out, block, after_blank, indented, decorated = [], tokens[0], True, False, False
+    for i, line in enumerate(lines):
+        if not line.strip():
+            after_blank = True
+            continue
+        this_indented = line[0] in " \t"
+        definition = bool(_DEFINITION.match(line))
+        closing = line.lstrip()[0] in ")]}"
+        new_block = after_blank or (definition and not decorated) or (indented and not this_indented and not closing)
+        if new_block or (tokens[i + 1] - block > max_tokens and tokens[i] > block):
+            block = tokens[i]
+            out.append(block)
+        after_blank, indented = False, this_indented
+        decorated = line.lstrip().startswith("@")
+    return out
 
 
 @dataclass

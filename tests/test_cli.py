@@ -41,8 +41,9 @@ def test_empty_context_file(capsys, tmp_path):
     assert "is empty" in _error(capsys, ["--context", str(tmp_path / "e.txt"), "--query", "q"])
 
 
-def test_directory_as_context(capsys, tmp_path):
-    assert "directory" in _error(capsys, ["--context", str(tmp_path), "--query", "q"])
+def test_a_folder_without_text_files(capsys, tmp_path):
+    (tmp_path / "logo.png").write_bytes(b"\x89PNG\x00\x00")
+    assert "no text file found" in _error(capsys, ["--context", str(tmp_path), "--query", "q"])
 
 
 def test_non_utf8_context(capsys, tmp_path):

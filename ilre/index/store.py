@@ -2,7 +2,8 @@
 
 What is saved: the keys of l_R, the lower layers' windows, the token ids, offsets and sentence
 starts, the text, and the words of the sentences (so that a load need not find them again); and,
-in the metadata, the model's identity, the encoding settings and the text's checksum.
+in the metadata, the model's identity, the encoding settings, the text's checksum and, for a
+folder, each file's place and checksum (what ``ilre.index --update`` compares).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..key_cache import KeyCache
 from ..lexical import LexicalIndex
 from ..prefiller import LayerWindow, StreamState
 from ..prompt import ContextTokens
+from ..sources import FileSpan
 from ..units import TextUnits
 from ..version import __version__
 from .format import IndexFileError, read, read_meta, write
@@ -40,6 +42,10 @@ def save(encoded: EncodedContext, path: str | Path, identity: dict[str, Any], un
         tensors[f"window.{i}.keys"], tensors[f"window.{i}.values"] = w.keys, w.values
     meta = {"ilre_version": __version__, "model": identity, "settings": encoded.settings,
             "context": {"sha256": hashlib.sha256(text).hexdigest(), "tokens": len(tokens), "characters": len(tokens.text)}}
+    if tokens.files is not None:
+        meta["files"] = [f.to_dict() for f in tokens.files]
+    if tokens.read_with:
+        meta["read_with"] = tokens.read_with
     if units is not None:
         words = encoded.lexical(units, lexical_context)
         vocab = bytearray("\n".join(words.vocab).encode()) or bytearray(1)
@@ -66,7 +72,9 @@ def load(path: str | Path, layer: int, device: torch.device, key_device: torch.d
     t0 = time.perf_counter()
     tensors, meta = read(path, verify)
     text = bytes(tensors["text"].numpy()).decode("utf-8")
-    tokens = ContextTokens(text, tensors["ids"].long(), tensors["offsets"].long(), tensors["unit_starts"].long())
+    files = [FileSpan(**f) for f in meta["files"]] if "files" in meta else None
+    tokens = ContextTokens(text, tensors["ids"].long(), tensors["offsets"].long(), tensors["unit_starts"].long(), files,
+                           meta.get("read_with"))
     windows = [LayerWindow(tensors[f"window.{i}.keys"].to(device), tensors[f"window.{i}.values"].to(device))
                for i in range(layer)]
     keys = tensors["keys"].to(key_device)
