@@ -116,6 +116,30 @@ def test_contexts_are_posted_polled_used_and_deleted(served):
         assert http.get("/v1/models").json()["data"][0]["id"] == "ilre"
 
 
+def test_a_context_of_files_names_each_span_s_file_and_lines(served):
+    running, _ = served
+    files = [{"path": "notes/monday.txt", "text": "Nothing happened on Monday.\n" * 30},
+             {"path": "src/vault.py", "text": "import os\n\n\ndef vault_code():\n    return 4417\n"}]
+    with httpx.Client(base_url=running.url) as http:
+        cid = http.post("/v1/contexts", json={"files": files}).json()["id"]
+        for _ in range(200):
+            if http.get(f"/v1/contexts/{cid}").json()["status"] == "ready":
+                break
+            time.sleep(0.05)
+        reply = client(running).chat.completions.create(model="ilre", messages=[{"role": "user", "content": QUESTION}],
+                                                        extra_body={"context_id": cid})
+        spans = reply.model_extra["ilre"]["spans"]
+        assert spans and {s["file"] for s in spans} <= {"notes/monday.txt", "src/vault.py"}
+        for s in spans:  # the lines and offsets say where the span lies in its own file
+            text = next(f["text"] for f in files if f["path"] == s["file"])
+            assert text[s["file_start"]:s["file_end"]] in s["text"]
+            assert s["line_start"] == text.count("\n", 0, s["file_start"]) + 1 <= s["line_end"]
+        both = http.post("/v1/contexts", json={"text": "a", "files": files})
+        assert "either text or files" in _openai_error(both, 400)
+        twice = http.post("/v1/contexts", json={"files": files + files[:1]})
+        assert "given twice" in _openai_error(twice, 400)
+
+
 def test_bad_requests_get_400_and_413(tiny_model_dir):
     running, _ = start(tiny_model_dir, "--max-body-mb", "0.01")
     try:

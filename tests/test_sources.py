@@ -202,3 +202,15 @@ def test_folder_index_answer_and_update_from_the_command_line(tiny_model_dir, tm
     assert "up to date" in capsys.readouterr().out
     assert "no text file found" in one_line_error(capsys, make_index, ["--context", str(root / "__pycache__"),
                                                                       "--out", str(tmp_path / "x.ilre")])
+
+
+def test_the_python_api_takes_a_folder(tiny_model_dir, tmp_path):
+    import ilre
+
+    root = _tree(tmp_path / "repo")
+    encoded = ilre.encode(root, model=tiny_model_dir, include=["*.py", "*.md"], window=32, chunk_size=40)
+    assert [f.path for f in encoded.tokens.files] == ["README.md", "app.py"]
+    result = ilre.answer(encoded, "What is the gate code?", budget=24, max_new_tokens=2)
+    assert result.spans and {s.file for s in result.spans} <= {"README.md", "app.py"}
+    assert ilre.answer([root / "app.py", root / "README.md"], "Which limit?", model=tiny_model_dir,
+                       max_new_tokens=2).spans[0].file == "app.py"

@@ -3,7 +3,9 @@
     POST   /v1/chat/completions   a conversation about a document (ilre/serve/conversation.py says
                                   where the document ends and the conversation begins), or about a
                                   context that "context_id" names; streamed or whole
-    POST   /v1/contexts           {"text": ...} -> {"id": ...}, encoded in the background
+    POST   /v1/contexts           {"text": ...} or {"files": [{"path": ..., "text": ...}, ...]} -> {"id": ...},
+                                  encoded in the background; a context of files is one text with a
+                                  header per file, and every span names its file and lines
     GET    /v1/contexts/{id}      status and progress
     DELETE /v1/contexts/{id}
     GET    /v1/models, GET /health
@@ -26,7 +28,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
@@ -37,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..answerer import AnswerStream, Cancelled, Sampling, eos_ids, finish_reason, generate
 from ..result import spans_of
+from ..sources import Sources
 from .cache import EncodingCache
 from .conversation import Conversation, Turn, read_conversation
 from .upstream import Upstream, UpstreamError
@@ -115,8 +118,25 @@ class ChatRequest(BaseModel):
         return read_conversation(turns, self.context_id is not None)
 
 
+class ContextFile(BaseModel):
+    path: str = Field(min_length=1)
+    text: str
+
+
 class ContextRequest(BaseModel):
-    text: str = Field(min_length=1)
+    text: str | None = Field(None, min_length=1)
+    files: list[ContextFile] | None = Field(None, min_length=1)
+
+    def context(self) -> "str | Sources":
+        """The text, or the files joined as ``ilre.sources`` joins a folder's (in the order given)."""
+        if (self.text is None) == (self.files is None):
+            raise ValueError("give the context as either text or files, not both or neither")
+        if self.text is not None:
+            return self.text
+        paths = [f.path for f in self.files]
+        if len(set(paths)) < len(paths):
+            raise ValueError(f"files: the path {next(p for p in paths if paths.count(p) > 1)!r} is given twice")
+        return Sources.join((f.path, f.text) for f in self.files)
 
 
 @dataclass
@@ -231,7 +251,11 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/v1/contexts", status_code=202)
     async def post_context(body: ContextRequest):
-        entry, _ = service.cache.submit(body.text)
+        try:
+            context = body.context()
+        except ValueError as exc:
+            raise HTTPException(400, str(exc))
+        entry, _ = service.cache.submit(context)
         return entry.info()
 
     @app.get("/v1/contexts/{context_id}")
@@ -330,7 +354,7 @@ class Answer:
 
     def _describe(self, spans, layer, context_tokens, recalled, timings) -> None:
         self.meta.update(layer=layer, context_tokens=context_tokens, recalled_tokens=recalled,
-                         spans=[{"start": s.start, "end": s.end, "text": s.text} for s in spans],
+                         spans=[asdict(s) for s in spans],
                          timings={k: round(v, 4) for k, v in timings.items()})
 
     # -- the two shapes of response ----------------------------------------------------------------

@@ -17,7 +17,10 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..sources import Sources
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +77,10 @@ class EncodingCache:
         h.update(text.encode("utf-8"))
         return "ctx-" + h.hexdigest()[:32]
 
-    def submit(self, text: str) -> tuple[Entry, bool]:
-        """(the entry of ``text``, whether it was known already); a new one starts encoding."""
-        key = self.key(text)
+    def submit(self, context: "str | Sources") -> tuple[Entry, bool]:
+        """(the entry of ``context``, a text or files, whether it was known already); a new one
+        starts encoding."""
+        key = self.key(context if isinstance(context, str) else context.text)
         with self.lock:
             if key in self.entries:
                 self.entries.move_to_end(key)
@@ -84,7 +88,7 @@ class EncodingCache:
             entry = self.entries[key] = Entry(key)
         if self._load(entry):
             return entry, True
-        self.encoder.submit(self._run, entry, lambda: self._encode(entry, text))
+        self.encoder.submit(self._run, entry, lambda: self._encode(entry, context))
         return entry, False
 
     def get(self, key: str) -> Entry | None:
@@ -126,11 +130,11 @@ class EncodingCache:
         self.encoder.submit(self._run, entry, lambda: self.pipeline.load_index(path))
         return True
 
-    def _encode(self, entry: Entry, text: str):
+    def _encode(self, entry: Entry, context: "str | Sources"):
         def progress(done: int, total: int) -> None:
             entry.done, entry.tokens = done, total
 
-        encoded = self.pipeline.encode(text, progress=progress)
+        encoded = self.pipeline.encode(context, progress=progress)
         self.encodings += 1
         if self.index_dir is not None:
             encoded.save(self._path(entry.id))
