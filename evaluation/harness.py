@@ -35,7 +35,8 @@ from device.memory import PeakMemory
 
 from ilre.answerer import generate
 from ilre.recaller import whole_context
-from .tasks import Task, passage_read, score, score_share
+from ilre.sources import FileSpan, Sources
+from .tasks import Task, file_read, passage_read, score, score_share
 from .baselines import Sample, full_pass, greedy_continue
 from .systems import OK, OVER_LENGTH, OVER_TIME, SYSTEMS, System, prefill_key, task_key
 
@@ -227,7 +228,8 @@ class Runner:
         character ranges in the context (where the passage read is judged)."""
         return dict(prediction=prediction, correct=score(prediction, task), share=score_share(prediction, task),
                     kept_tokens=kept[1], kept_answers=score_share(kept[0], task),
-                    kept_passage=passage_read(task, kept[2]), prompt_tokens=prompt_tokens,
+                    kept_passage=passage_read(task, kept[2]), kept_file=file_read(task, kept[2]),
+                    prompt_tokens=prompt_tokens,
                     time_s=round(seconds, 3), peak_mib=round(peak_mib, 1),
                     stages={k: round(v, 3) for k, v in stages.items()})
 
@@ -239,12 +241,14 @@ class Runner:
         text, _ = generate(self.ilre.model, self.ilre.tokenizer, prompt, self.ilre.config.max_new_tokens)
         return text
 
-    def _encoding(self, variant, context: str, key: tuple):
-        """The context encoded by ``variant``: afresh, or (with ``index_dir``) once, saved as an
-        index and read back for later tasks on the same context (kept in memory while they last)."""
+    def _encoding(self, variant, task: Task, key: tuple):
+        """The task's context (its files, if it has them) encoded by ``variant``: afresh, or (with
+        ``index_dir``) once, saved as an index and read back for later tasks on the same context
+        (kept in memory while they last)."""
+        context = task.context if not task.files else Sources(task.context, [FileSpan(**f) for f in task.files])
         if self.index_dir is None:
             return variant.encode(context)
-        name = hashlib.blake2b(json.dumps([context, key]).encode(), digest_size=8).hexdigest()
+        name = hashlib.blake2b(json.dumps([task.context, key]).encode(), digest_size=8).hexdigest()
         if name in self._last.get("encodings", {}):
             return self._last["encodings"][name]
         path = self.index_dir / f"{name}.ilre"
@@ -252,7 +256,7 @@ class Runner:
             encoded = variant.load_index(path)
         else:
             self.index_dir.mkdir(parents=True, exist_ok=True)
-            log.info("encoding a context of %d characters once, into %s", len(context), path)
+            log.info("encoding a context of %d characters once, into %s", len(task.context), path)
             encoded = variant.encode(context, progress=self.progress)
             encoded.save(path)
         self._last["encodings"] = {name: encoded}
@@ -267,7 +271,7 @@ class Runner:
             if key not in encodings:
                 with PeakMemory() as enc_mem:
                     t0 = time.perf_counter()
-                    encoded = self._encoding(variant, task.context, key)
+                    encoded = self._encoding(variant, task, key)
                     encodings[key] = (encoded, time.perf_counter() - t0, enc_mem)
             encoded, encode_s, enc_mem = encodings[key]
             with PeakMemory(base=enc_mem.base) as mem:

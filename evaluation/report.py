@@ -49,6 +49,12 @@ def passage(rows: list[dict]) -> float:
     return 100.0 * mean(judged) if judged else float("nan")
 
 
+def file_found(rows: list[dict]) -> float:
+    """Share of the questions whose answering file was among what was read (contexts of files only)."""
+    judged = [r["kept_file"] for r in rows if r.get("kept_file") is not None]
+    return 100.0 * mean(judged) if judged else float("nan")
+
+
 def seconds(rows: list[dict]) -> float:
     return mean(r["time_s"] for r in rows)
 
@@ -98,9 +104,12 @@ def markdown(rows: list[dict], systems: list[System], meta: dict[str, Any]) -> s
 
     by_task = _group(rows, "system", "task", "length")
     pairs = sorted({(r["task"], r["length"]) for r in rows}, key=lambda p: (p[1], p[0]))
-    for title, value, fmt in (("Score by task (%, RULER's metric)", ruler_score, "{:.1f}"),
-                              ("Answers in what the system read, by task (%)", kept, "{:.0f}"),
-                              ("Answering passage read, by task (%)", passage, "{:.0f}")):
+    by_task_sections = [("Score by task (%, RULER's metric)", ruler_score, "{:.1f}"),
+                        ("Answers in what the system read, by task (%)", kept, "{:.0f}"),
+                        ("Answering passage read, by task (%)", passage, "{:.0f}")]
+    if any(r.get("kept_file") is not None for r in rows):
+        by_task_sections.append(("Answering file among what was read, by task (%)", file_found, "{:.0f}"))
+    for title, value, fmt in by_task_sections:
         body = []
         for task, n in pairs:
             count = len({r["key"] for r in rows if r["task"] == task and r["length"] == n})

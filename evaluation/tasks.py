@@ -39,6 +39,7 @@ class Task:
     distractors: list[str] = field(default_factory=list)  # planted look-alikes, not the answer
     variant: int = 0  # which paraphrase of the wording
     tokens: int = 0  # the context's actual token count
+    files: list[dict] | None = None  # a context of many files: each one's place (ilre.sources.FileSpan)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,6 +93,16 @@ def find_passage(text: str, passage: str) -> list[tuple[int, int]]:
     matching any other (a line break of a rendered document may fall inside an excerpt)."""
     pattern = r"\s+".join(re.escape(word) for word in passage.split())
     return [m.span() for m in re.finditer(pattern, text, flags=re.IGNORECASE)] if pattern else []
+
+
+def file_read(task: Task, spans: Iterable[tuple[int, int]]) -> bool | None:
+    """Whether the reader read any of the file that holds the task's (first) passage: the right
+    file among what was recalled. None for a context that is not made of files."""
+    if not task.files or not task.needles or not (found := find_passage(task.context, task.needles[0])):
+        return None
+    at = found[0][0]
+    f = next(f for f in task.files if f["start"] <= at < f["end"])
+    return any(min(y, f["end"]) > max(x, f["start"]) for x, y in spans)
 
 
 def passage_read(task: Task, spans: Iterable[tuple[int, int]]) -> float | None:

@@ -8,6 +8,7 @@ prompt layout. Resumable: rerunning the same command recomputes no finished row.
     python scripts/evaluate.py --tasks passkey,vt --lengths 1K,32K --samples 3 --out results/mine
     python scripts/evaluate.py --ruler ../RULER --lengths 4K --samples 8
     python scripts/evaluate.py --documents --lengths 4K --threads 1
+    python scripts/evaluate.py --folder code --systems ilre,rag --threads 2
     python scripts/evaluate.py --preset full --report-only
 """
 
@@ -97,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--document-ids", type=lambda v: [x for x in v.split(",") if x], default=None, metavar="IDS",
                    help="with --documents: comma-separated ids of the documents to ask about (as in the question "
                         "set's file); default: all of the set's")
+    w.add_argument("--folder", choices=("code", "manuals"), default=None,
+                   help="questions about a folder asked as one context, encoded once as a saved index in the "
+                        "results folder: 'code' (48 questions about the Python standard library's email, http and "
+                        "json packages, 39 files), 'manuals' (24 held-out questions about three manuals joined as "
+                        "one folder); the answering file among what was read is scored too; default folder: "
+                        "results/<folder>")
     w.add_argument("--ruler", type=Path, default=None, metavar="PATH",
                    help="a checkout of NVIDIA's RULER (github.com/NVIDIA/RULER): run RULER's own generators "
                         "offline for --ruler-tasks at each of --lengths (default 4K, RULER's max_seq_length: "
@@ -152,6 +159,13 @@ def generate_tasks(args: argparse.Namespace, tokenizer) -> list[Task]:
         return ruler.generate(args.ruler, tokenizer, args.ruler_tasks or ruler.RULER_TASKS, args.lengths or (4 * K,),
                               args.samples or 1, seed=args.seed, haystack=args.ruler_haystack)
     count = tokenizer_len_for(tokenizer)
+    if args.folder:
+        from evaluation.folders import code_tasks, manual_tasks
+
+        if args.tasks or args.samples or args.lengths or args.documents:
+            raise ValueError("--folder asks its own questions of a whole folder: it takes no --tasks, --samples, "
+                             "--lengths or --documents")
+        return code_tasks(count) if args.folder == "code" else manual_tasks(count)
     if args.documents:
         from evaluation.documents import document_tasks
 
@@ -208,12 +222,13 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
         raise ValueError("--ruler-tasks needs --ruler, the path of a RULER checkout")
     if args.ruler is not None and not args.report_only:
         ruler.checkout(args.ruler)  # a bad path fails here, before the model loads
-    folder = args.out or Path("results") / (("whole" if args.whole else "documents") + ("" if args.questions == "tuning"
-                                             else "-heldout") if args.documents else "ruler" if args.ruler else args.preset)
+    folder = args.out or Path("results") / (
+        args.folder if args.folder else ("whole" if args.whole else "documents") + ("" if args.questions == "tuning"
+        else "-heldout") if args.documents else "ruler" if args.ruler else args.preset)
     systems = [SYSTEMS[n] for n in args.systems]
     cap = args.max_context_tokens or PRESETS[args.preset].max_context_tokens
     ilre = cli.load_pipeline(args, cli.config_from(args))
-    kind = "documents" if args.documents else "RULER" if args.ruler else args.preset if not args.tasks else "custom"
+    kind = f"a folder: {args.folder}" if args.folder else "documents" if args.documents else "RULER" if args.ruler else args.preset if not args.tasks else "custom"
     meta = {"title": f"ILRe evaluation ({kind})",
             "command": "python scripts/evaluate.py " + shlex.join(argv),
             "model": ilre.name, "retrieval layer": ilre.config.layer, "budget": f"{args.budget} tokens",
@@ -224,7 +239,7 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
         merge_tasks(folder, tasks)
         Runner(ilre, Store(folder), systems, max_context_tokens=cap, max_seconds=args.max_seconds,
                threads=torch.get_num_threads(), progress=not args.no_progress,
-               index_dir=folder / "indexes" if args.whole else None).run(tasks)
+               index_dir=folder / "indexes" if args.whole or args.folder else None).run(tasks)
     table = write_report(folder, systems, {s.name: s.fingerprint(ilre) for s in systems}, meta)
     print(table.read_text(encoding="utf-8").split("## Answers")[0])
     print(f"table: {table}\nplot: {table.parent / 'accuracy.png'}\npredictions: {table.parent / 'predictions.jsonl'}")
