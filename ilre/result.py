@@ -27,10 +27,14 @@ class RecalledSpan:
     file_end: int = 0
 
     @property
+    def lines(self) -> str:
+        """'line' or 'first-last'."""
+        return f"{self.line_start}" if self.line_end == self.line_start else f"{self.line_start}-{self.line_end}"
+
+    @property
     def source(self) -> str:
         """'path:line' or 'path:first-last' (lines only for a text without a name)."""
-        lines = f"{self.line_start}" if self.line_end == self.line_start else f"{self.line_start}-{self.line_end}"
-        return f"{self.file}:{lines}" if self.file is not None else f"lines {lines}"
+        return f"{self.file}:{self.lines}" if self.file is not None else f"lines {self.lines}"
 
 
 def spans_of(tokens: ContextTokens, positions: torch.Tensor) -> list[RecalledSpan]:
@@ -55,8 +59,12 @@ def spans_of(tokens: ContextTokens, positions: torch.Tensor) -> list[RecalledSpa
 
 
 def sources_line(spans: list[RecalledSpan]) -> str:
-    """What the CLI prints under an answer: where each recalled span is, in context order."""
-    return "sources: " + ", ".join(span.source for span in spans)
+    """What the CLI prints under an answer: the lines recalled of each file, in context order
+    ("sources: a.py:4-7,30; b.md:12")."""
+    by_file: dict[str | None, list[str]] = {}
+    for span in spans:
+        by_file.setdefault(span.file, []).append(span.lines)
+    return "sources: " + "; ".join(f"{'lines ' if f is None else f + ':'}{','.join(lines)}" for f, lines in by_file.items())
 
 
 @dataclass

@@ -207,3 +207,23 @@ def test_index_benchmark_runs_every_system_side_by_side(tiny_model_dir, tmp_path
     for key in ("encode_s", "save_s", "load_s", "question_s", "ilre_text_s", "bm25_s", "full_s"):
         assert row[key] > 0, key
     assert "question from index" in run.stdout and "gb_per_million_tokens" in doc["goals"]
+
+
+def test_folder_benchmark_indexes_asks_and_updates(tiny_model_dir, tmp_path):
+    """scripts/bench_folder.py on a tiny model and a small folder: every figure is there, the update
+    encodes only the changed file, and the original folder is not touched."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        (src / f"mod{i}.py").write_text("".join(f"def f{i}_{j}(x):\n    return x + {j}\n\n" for j in range(30)))
+    before = {p.name: p.read_text() for p in src.iterdir()}
+    out = tmp_path / "bf"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_folder.py"), "--context", str(src),
+                          "--query", "What does f2_7 return?", "--model", str(tiny_model_dir), "--threads", "1",
+                          "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    row = json.loads((out / "bench_folder.json").read_text())["row"]
+    assert row["files"] == 4 and row["questions"] == 1 and not row["rebuilt"]
+    assert row["change"].startswith("1 changed, 0 added, 0 removed") and 0 < row["update_tokens"] < row["tokens"]
+    assert {p.name: p.read_text() for p in src.iterdir()} == before
+    assert "update_share" in run.stdout or "of it" in run.stdout

@@ -306,3 +306,27 @@ def test_a_shared_context_is_encoded_once_into_an_index_and_read_back(tmp_path, 
     assert sum(encodes) == 1  # the second run reads the index
     for key, row in rows.items():
         assert fresh[key]["prediction"] == row["prediction"] and fresh[key]["kept_passage"] == row["kept_passage"]
+
+
+def test_a_folder_s_tasks_are_encoded_as_files_and_score_the_answering_file(tmp_path):
+    from evaluation.folders import _tasks
+    from ilre.sources import Sources
+
+    sources = Sources.join([("notes.txt", "The lamp is green. " * 30), ("vault.py", "def code():\n    return 4417\n"),
+                            ("sea.txt", "The sea is calm. " * 30)])
+    asked = [{"file": "vault.py", "question": "What does code return?", "answers": ["4417"],
+              "evidence": "return 4417", "wording": "lexical"}]
+    (task,) = _tasks(sources, asked, "code", len)
+    assert task.task == "code/lexical" and [f["path"] for f in task.files] == ["notes.txt", "vault.py", "sea.txt"]
+    with pytest.raises(ValueError, match="not once inside notes.txt"):
+        _tasks(sources, [{**asked[0], "file": "notes.txt"}], "code", len)
+    vault = sources.files[1]
+    assert H.file_read(task, [(vault.start, vault.start + 5)]) is True
+    assert H.file_read(task, [(0, vault.header + 3)]) is False  # its header line alone is not the file
+    ilre = ILRe(tiny_model("llama"), tiny_tokenizer(), ILReConfig(layer=2, budget=24, max_new_tokens=2))
+    rows = H.Runner(ilre, H.Store(tmp_path / "a"), [S.SYSTEMS["ilre"], S.SYSTEMS["rag"]], progress=False,
+                    index_dir=tmp_path / "idx").run([task])
+    assert {r["status"] for r in rows.values()} == {S.OK}
+    assert all(isinstance(r["kept_file"], bool) for r in rows.values())
+    encoded = ilre.load_index(next((tmp_path / "idx").glob("*.ilre")))
+    assert [f.path for f in encoded.tokens.files] == ["notes.txt", "vault.py", "sea.txt"]

@@ -192,12 +192,15 @@ def test_folder_index_answer_and_update_from_the_command_line(tiny_model_dir, tm
     assert spans and all(s["file"] in {"README.md", "app.py", "sub/notes.txt"} and s["line_start"] >= 1 for s in spans)
     assert answer(["--context", str(root), "--query", "What is the gate code?", "--budget", "24",
                    "--max-new-tokens", "3", *common]) == 0
-    assert "sources: " in capsys.readouterr().out
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("sources: ") and all(p.split(":")[0] in {"README.md", "app.py", "sub/notes.txt"}
+                                                for p in line.removeprefix("sources: ").split("; "))
 
     (root / "README.md").write_text("The gate code is 9921.\n")
     assert make_index(["--context", str(root), "--out", str(out), "--update", "--max-file-size", "0.004",
                        "--no-progress"]) == 0
     assert "1 changed, 0 added, 0 removed" in capsys.readouterr().out
+    assert make_index(["--info", str(out)]) == 0 and "files      3" in capsys.readouterr().out
     assert make_index(["--context", str(root), "--out", str(out), "--update", "--no-progress"]) == 0
     assert "up to date" in capsys.readouterr().out
     assert "no text file found" in one_line_error(capsys, make_index, ["--context", str(root / "__pycache__"),

@@ -112,4 +112,8 @@ def describe(path: str | os.PathLike) -> str:
              f"sha256 {str(context.get('sha256'))[:16]}...",
              f"size       {path.stat().st_size / 2**20:.1f} MiB",
              "settings   " + ", ".join(f"{k}={v!r}" for k, v in meta.get("settings", {}).items())]
+    if meta.get("files"):
+        read_with = meta.get("read_with") or {}
+        filters = ", ".join(f"{k} {v}" for k, v in read_with.items() if v and k != "max_file_bytes")
+        lines.append(f"files      {len(meta['files'])}" + (f" ({filters})" if filters else ""))
     return "\n".join(lines)
