@@ -61,6 +61,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("ilre-words", "ILRe's sentence choice by words alone (BM25 of sentences with neighbours)", "ilre",
            {"lexical_weight": 1000.0}),
     System("ilre-nohops", "ILRe (sentences, no hops)", "ilre", {"hops": 0}),
+    System("ilre-p1", "ILRe (passages: each sentence with one on each side)", "ilre", {"passage": 1}),
     System("ilre-nocut", "ILRe (sentences, no cut)", "ilre", {"unit_cut": 0.0}),
     System("ilre-q", "ILRe (sentences, question tokens)", "ilre", {"query_tokens": "question"}),
     System("ilre-exact", "ILRe (sentences, exact prefill)", "ilre", {"prefill_precision": "model"}),

@@ -126,6 +126,10 @@ class SentenceRecallConfig(Checked):
     """Rounds of follow-up recall while the budget lasts: each adds the sentences that share a rare
     word (a name in at most 3 sentences) with the last round's, not with the question, so that a
     chain such as 'A = 5', 'B = A' is followed; 0: none. Sentence recall only."""
+    passage: int = setting(0, low=0)
+    """Sentences on each side taken right after each sentence chosen, while they fit: the reader
+    gets passages rather than lone sentences (an answer often sits beside the sentence that matches
+    the question); 0: lone sentences. Sentence recall only."""
 
 
 @dataclass

@@ -171,8 +171,11 @@ class UnitRecaller(SentenceRecallConfig):
         unit_scores = _finite_order(unit_scores).cpu()
         order = torch.argsort(unit_scores, descending=True, stable=True).tolist()
         floor = self.unit_cut * float(unit_scores[order[0]]) if order and self.unit_cut else float("-inf")
-        return self.extend([], [u for u in order if unit_scores[u] >= floor and (candidates is None or candidates[u])],
-                           units, budget)
+        taken = [u for u in order if unit_scores[u] >= floor and (candidates is None or candidates[u])]
+        if self.passage:  # each unit followed by its neighbours, nearest first
+            taken = [v for u in taken for d in range(self.passage + 1) for v in ((u - d, u + d) if d else (u,))
+                     if 0 <= v < len(units)]
+        return self.extend([], taken, units, budget)
 
     @staticmethod
     def extend(chosen: list[int], candidates: list[int], units: TextUnits, budget: int) -> list[int]:

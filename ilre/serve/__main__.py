@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to listen on; 0.0.0.0 opens the service to the network; default: 127.0.0.1")
     s.add_argument("--port", type=cli.at_least(0), default=8000, help="port; 0 picks a free one; default: 8000")
     s.add_argument("--api-key-env", default="ILRE_API_KEY",
-                   help="environment variable holding the API key clients must send as 'Authorization: Bearer "
-                        "KEY'; unset or empty: no key is asked for; default: ILRE_API_KEY")
+                   help="environment variable holding the API keys clients must send as 'Authorization: Bearer "
+                        "KEY', comma-separated; each key's contexts are its own, unseen by the other keys; unset "
+                        "or empty: no key is asked for; default: ILRE_API_KEY")
     s.add_argument("--max-body-mb", type=float, default=64.0,
                    help="largest request body in MB (a bigger one gets HTTP 413); default: 64")
     s.add_argument("--index-dir", type=Path, default=None,
@@ -42,7 +43,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-gb", type=float, default=8.0,
                    help="memory for encodings, in GB; the least recently used leave beyond it (they stay in "
                         "--index-dir); default: 8")
-    s.add_argument("-v", "--verbose", action="store_true", help="log each request and encoding")
+    s.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning",
+                   help="what is logged on stderr, each line with its request's id; info logs every request; "
+                        "default: warning")
+    s.add_argument("--log-json", action="store_true", help="log one JSON object per line, for a log collector")
+    s.add_argument("-v", "--verbose", action="store_true", help="the same as --log-level info")
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-waiting", type=cli.at_least(1), default=8,
+                     help="answers in flight (running or waiting) beyond which a request gets HTTP 429 with "
+                          "Retry-After; default: 8")
+    lim.add_argument("--max-queued", type=cli.at_least(1), default=16,
+                     help="new contexts waiting to be encoded beyond which another gets HTTP 503 with Retry-After; "
+                          "default: 16")
+    lim.add_argument("--request-timeout", type=float, default=600.0,
+                     help="seconds an answer may take (recall included) before it is stopped with HTTP 504; "
+                          "default: 600")
+    lim.add_argument("--encode-timeout", type=float, default=3600.0,
+                     help="seconds an encoding may take before it is stopped (its requests get HTTP 504); "
+                          "default: 3600")
+    lim.add_argument("--grace", type=float, default=30.0,
+                     help="on SIGTERM or Ctrl-C, seconds given to the requests in flight to finish while new ones "
+                          "get 503; default: 30")
     u = p.add_argument_group("answering through another engine")
     u.add_argument("--answer-url", default=None,
                    help="base URL of an OpenAI-compatible engine (vLLM, vllm-ascend, TGI, llama.cpp server), e.g. "
@@ -60,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def make_service(args: argparse.Namespace):
     """The pipeline, its cache and (with --answer-url) the upstream engine, from the arguments."""
     try:
-        from .app import Service, api_key_from_env
+        from .app import Service, api_key_from_env, api_keys_from_env
     except ImportError as exc:
         raise ValueError(f"the service needs {exc.name}: pip install 'ilre[serve]'") from None
     from .cache import EncodingCache
@@ -73,11 +94,13 @@ def make_service(args: argparse.Namespace):
     if args.answer_url is not None:
         upstream = Upstream(args.answer_url, args.answer_model, api_key_from_env(args.answer_key_env),
                             args.answer_timeout)
-    cache = EncodingCache(ilre, int(args.cache_gb * 1e9), args.index_dir)
-    return Service(ilre, cache, upstream, api_key_from_env(args.api_key_env), int(args.max_body_mb * 1e6))
+    cache = EncodingCache(ilre, int(args.cache_gb * 1e9), args.index_dir, args.max_queued, args.encode_timeout)
+    return Service(ilre, cache, upstream, api_keys_from_env(args.api_key_env), int(args.max_body_mb * 1e6),
+                   args.max_waiting, args.request_timeout)
 
 
 def serve(args: argparse.Namespace) -> None:
+    import signal
     import socket
 
     import uvicorn
@@ -94,13 +117,25 @@ def serve(args: argparse.Namespace) -> None:
     where = f"http://{args.host}:{sock.getsockname()[1]}/v1"
     print(f"ILRe serving {service.pipeline.name} at {where}"
           + (f", answers by {args.answer_model} at {args.answer_url}" if service.upstream else "")
-          + ("" if service.api_key is None else f" (API key from ${args.api_key_env})"), file=sys.stderr, flush=True)
-    uvicorn.Server(uvicorn.Config(create_app(service), log_level="info" if args.verbose else "warning")).run(
-        sockets=[sock])
+          + ("" if not service.api_keys else f" ({len(service.api_keys)} API keys from ${args.api_key_env})"),
+          file=sys.stderr, flush=True)
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:  # SIGTERM or Ctrl-C: drain, then stop
+            service.draining = True
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(create_app(service, args.grace), log_config=None, timeout_graceful_shutdown=args.grace)
+    signal.signal(signal.SIGTERM, lambda sig, frame: None)  # uvicorn raises it again once drained: exit 0 then
+    Server(config).run(sockets=[sock])
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.main(build_parser(), serve, argv, interrupted="stopped")
+    from .observe import setup_service_logging
+
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.verbose or args.log_level in ("debug", "info"))
+    setup_service_logging("info" if args.verbose else args.log_level, args.log_json)
+    return cli.run(lambda: serve(args), interrupted="stopped")
 
 
 if __name__ == "__main__":

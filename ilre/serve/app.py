@@ -21,26 +21,31 @@ error has OpenAI's shape.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import hashlib
 import json
 import logging
 import os
 import threading
 import time
 import uuid
+from contextlib import asynccontextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..answerer import AnswerStream, Cancelled, Sampling, eos_ids, finish_reason, generate
 from ..result import spans_of
 from ..sources import Sources
-from .cache import EncodingCache
+from .cache import Busy, EncodingCache
+from .observe import CONTENT_TYPE_LATEST, REQUEST_ID, Metrics, request_id, route_of
 from .conversation import Conversation, Turn, read_conversation
 from .upstream import Upstream, UpstreamError
 
@@ -141,23 +146,54 @@ class ContextRequest(BaseModel):
 
 @dataclass
 class Service:
-    """What the API needs: the pipeline, its cache of encodings, and where answers are made."""
+    """What the API needs: the pipeline, its cache of encodings, where answers are made, and the
+    limits and metrics an operator sets and watches."""
 
     pipeline: "ILRe"
     cache: EncodingCache
     upstream: Upstream | None = None
-    api_key: str | None = None
+    api_keys: tuple[str, ...] = ()
+    """Keys clients send as 'Authorization: Bearer KEY' (none: no key asked); each key's contexts are
+    its own (a salt of the key in their ids), invisible to the others."""
     max_body_bytes: int = 64 * 2**20
+    max_waiting: int = 8
+    """Answers in flight (running or waiting for the worker) beyond which a request gets 429."""
+    answer_timeout: float = 600.0
+    """Seconds an answer may take, recall included, before it is stopped (HTTP 504)."""
+    metrics: Metrics = field(default_factory=Metrics)
     workers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="ilre-answer"))
     """Where recall and answers run: one at a time, so each uses every core (the encoder has its own
     thread, so a long encoding does not hold up questions about cached documents)."""
+    draining: bool = False
+    """Set on shutdown: /health says so and new requests get 503 while the ones in flight finish."""
+    waiting: int = 0
+
+    def __post_init__(self) -> None:
+        self.cache.metrics = self.metrics
+        self.metrics.answers_waiting.set_function(lambda: self.waiting)
+        for state in ("queued", "encoding"):
+            self.metrics.encodings.labels(state).set_function(lambda s=state: self.cache.count(s))
 
     async def run(self, work, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.workers, work, *args)
+        """``work(*args)`` on the answer worker, in this request's context (its id in the logs)."""
+        call = functools.partial(contextvars.copy_context().run, work, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.workers, call)
+
+    def tenant(self, request: Request) -> str:
+        """The salt of the request's API key in its contexts' ids ('' when no key is asked)."""
+        if not self.api_keys:
+            return ""
+        key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        return hashlib.sha256(f"ilre-tenant:{key}".encode()).hexdigest()[:16]
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+def _error(status: int, message: str, kind: str = "invalid_request_error", headers=None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status,
+                        headers=headers)
+
+
+RETRY_AFTER = {"answers": "2", "encodings": "30", "draining": "5"}
+"""Seconds a client is asked to wait (Retry-After) when a limit turns it away, by limit."""
 
 
 class BodyLimit:
@@ -201,8 +237,25 @@ class BodyLimit:
         await _error(413, f"request body of {prefix}{size} bytes is over the limit of {self.limit}")(scope, receive, send)
 
 
-def create_app(service: Service) -> FastAPI:
-    app = FastAPI(title="ILRe", version=__import__("ilre").__version__)
+def create_app(service: Service, grace: float = 30.0) -> FastAPI:
+    """The API of ``service``; on shutdown it drains: new requests get 503 while the ones in flight
+    finish, for at most ``grace`` seconds."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        log.info("serving %s", service.pipeline.name)
+        yield
+        service.draining = True
+        deadline = time.monotonic() + grace
+        while (service.waiting or service.cache.count("encoding")) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        service.workers.shutdown(wait=False, cancel_futures=True)
+        service.cache.close()
+        if service.upstream is not None:
+            await service.upstream.client.aclose()
+        log.info("stopped")
+
+    app = FastAPI(title="ILRe", version=__import__("ilre").__version__, lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=service.max_body_bytes)
     ilre = service.pipeline
 
@@ -220,9 +273,9 @@ def create_app(service: Service) -> FastAPI:
             detail = f"no route {request.method} {request.url.path}: see /docs for the API"
         elif exc.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path}"
-        kind = {502: "upstream_error", 401: "authentication_error", 404: "not_found_error"}.get(exc.status_code,
-                                                                                             "invalid_request_error")
-        return _error(exc.status_code, detail, kind)
+        kind = {502: "upstream_error", 401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error",
+                503: "overloaded_error", 504: "timeout_error"}.get(exc.status_code, "invalid_request_error")
+        return _error(exc.status_code, detail, kind, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception):
@@ -231,43 +284,89 @@ def create_app(service: Service) -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        """/v1 wants the API key when one is set."""
-        if service.api_key and request.url.path.startswith("/v1"):
-            if request.headers.get("authorization", "") != f"Bearer {service.api_key}":
+        """/v1 wants an API key when keys are set, and takes no new work while draining."""
+        if request.url.path.startswith("/v1"):
+            if service.api_keys and request.headers.get("authorization", "").removeprefix("Bearer ") not in service.api_keys:
                 return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                               "authentication_error")
+            if service.draining:
+                service.metrics.rejected.labels("draining").inc()
+                return _error(503, "the service is shutting down: retry on another replica or later",
+                              "overloaded_error", {"Retry-After": RETRY_AFTER["draining"]})
         return await call_next(request)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        """A request id (the client's X-Request-Id, or a new one) in every log line and the response;
+        the request counted by route and status, and timed."""
+        rid = request_id(request.headers)
+        token = REQUEST_ID.set(rid)
+        t0, status = time.perf_counter(), 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+        finally:
+            route = route_of(request)
+            service.metrics.requests.labels(route, str(status)).inc()
+            service.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+            log.info("%s %s -> %d in %.3f s", request.method, request.url.path, status, time.perf_counter() - t0)
+            REQUEST_ID.reset(token)
+        response.headers["X-Request-Id"] = rid
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics():
+        return Response(service.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")
     async def health():
-        entries = list(service.cache.entries.values())
-        return {"status": "ok", "model": ilre.name, "contexts": len(entries),
-                "encoding": sum(e.status == "encoding" for e in entries)}
+        """200 'ok' when requests can be served; 503 'draining' on shutdown, 'degraded' when the
+        answering engine (--answer-url) cannot be reached."""
+        body = {"status": "ok", "model": ilre.name, "contexts": len(service.cache.entries),
+                "encoding": service.cache.count("encoding"), "queued": service.cache.count("queued"),
+                "answers_waiting": service.waiting}
+        if service.upstream is not None:
+            body["upstream"] = await service.upstream.reachable()
+            if body["upstream"] != "ok":
+                body["status"] = "degraded"
+        if service.draining:
+            body["status"] = "draining"
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     @app.get("/v1/models")
     async def models():
         return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "ilre",
                                             "root": ilre.name}]}
 
+    def submit(context, tenant: str):
+        """The entry of a context (encoding it when new), or 503 when too many wait to be encoded."""
+        try:
+            entry, hit = service.cache.submit(context, tenant)
+        except Busy as exc:
+            service.metrics.rejected.labels("encodings").inc()
+            raise HTTPException(503, str(exc), headers={"Retry-After": RETRY_AFTER["encodings"]})
+        service.metrics.cache.labels("hit" if hit else "miss").inc()
+        return entry, hit
+
     @app.post("/v1/contexts", status_code=202)
-    async def post_context(body: ContextRequest):
+    async def post_context(body: ContextRequest, request: Request):
         try:
             context = body.context()
         except ValueError as exc:
             raise HTTPException(400, str(exc))
-        entry, _ = service.cache.submit(context)
+        entry, _ = submit(context, service.tenant(request))
         return entry.info()
 
     @app.get("/v1/contexts/{context_id}")
-    async def get_context(context_id: str):
-        entry = service.cache.get(context_id)
+    async def get_context(context_id: str, request: Request):
+        entry = service.cache.get(context_id, service.tenant(request))
         if entry is None:
             raise HTTPException(404, f"no context {context_id}")
         return entry.info()
 
     @app.delete("/v1/contexts/{context_id}")
-    async def delete_context(context_id: str):
-        if not service.cache.delete(context_id):
+    async def delete_context(context_id: str, request: Request):
+        if not service.cache.delete(context_id, service.tenant(request)):
             raise HTTPException(404, f"no context {context_id}")
         return {"id": context_id, "object": "context.deleted", "deleted": True}
 
@@ -281,17 +380,23 @@ def create_app(service: Service) -> FastAPI:
             talk, sampling = body.conversation(), body.sampling()
         except ValueError as exc:
             raise HTTPException(400, str(exc))
+        if service.waiting >= service.max_waiting:
+            service.metrics.rejected.labels("answers").inc()
+            raise HTTPException(429, f"{service.waiting} answers are in flight, the most this service takes: retry "
+                                "shortly", headers={"Retry-After": RETRY_AFTER["answers"]})
         entry, hit, encoded = None, False, None
         if body.context_id is not None:
-            entry, hit = service.cache.get(body.context_id), True
+            entry, hit = service.cache.get(body.context_id, service.tenant(request)), True
             if entry is None:
                 raise HTTPException(404, f"no context {body.context_id}: post it to /v1/contexts first")
         elif talk.document.strip():
-            entry, hit = service.cache.submit(talk.document)
+            entry, hit = submit(talk.document, service.tenant(request))
         t0 = time.perf_counter()
         if entry is not None:  # else a plain chat turn, without a document
             try:
                 encoded = await asyncio.wrap_future(entry.future)
+            except TimeoutError as exc:
+                raise HTTPException(504, str(exc))
             except Exception as exc:
                 raise HTTPException(400, f"the context could not be encoded: {str(exc).splitlines()[0][:300]}")
         cap = ilre.config.max_new_tokens  # the service's default answer length is also its cap
@@ -300,7 +405,7 @@ def create_app(service: Service) -> FastAPI:
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             return StreamingResponse(answer.events(request, include_usage), media_type="text/event-stream")
-        return await answer.whole()
+        return await answer.whole(request)
 
     return app
 
@@ -321,10 +426,10 @@ class Answer:
 
     # -- the two ways of answering --------------------------------------------------------------
 
-    def _local(self, on_text, cancelled: threading.Event | None = None):
-        """The pipeline's own answer (blocking: run in a worker thread)."""
+    def _local(self, on_text, cancelled: threading.Event):
+        """The pipeline's own answer (blocking: run in a worker thread); ``cancelled`` stops it."""
         ilre = self.service.pipeline.with_config(max_new_tokens=self.max_tokens)
-        streamer = AnswerStream(ilre.tokenizer, on_text, cancelled, self.sampling) if on_text is not None else None
+        streamer = AnswerStream(ilre.tokenizer, on_text or (lambda piece: None), cancelled, self.sampling)
         if self.encoded is None:
             prompt = ilre.template.chat_ids(f"{self.history}\n\n{self.question}" if self.history else self.question)
             text, new = generate(ilre.model, ilre.tokenizer, prompt, self.max_tokens, streamer, self.sampling)
@@ -335,6 +440,7 @@ class Answer:
             self._describe(result.spans, result.layer, result.context_tokens, result.recalled_tokens, result.timings)
             text, ids, prompt_tokens = result.answer, result.answer_tokens, result.prompt_tokens
         self.finish = finish_reason(ids, self.max_tokens, eos_ids(ilre.model, ilre.tokenizer))
+        self.service.metrics.generated_tokens.inc(len(ids))
         return text, {"prompt_tokens": prompt_tokens, "completion_tokens": len(ids)}
 
     def _recalled_messages(self) -> list[dict[str, str]]:
@@ -356,6 +462,11 @@ class Answer:
         self.meta.update(layer=layer, context_tokens=context_tokens, recalled_tokens=recalled,
                          spans=[asdict(s) for s in spans],
                          timings={k: round(v, 4) for k, v in timings.items()})
+        metrics = self.service.metrics
+        metrics.recalled_tokens.inc(recalled)
+        metrics.stage.labels("recall").observe(timings.get("score", 0.0) + timings.get("recall", 0.0))
+        if "answer" in timings:
+            metrics.stage.labels("answer").observe(timings["answer"])
 
     # -- the two shapes of response ----------------------------------------------------------------
 
@@ -363,16 +474,45 @@ class Answer:
         prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    async def whole(self) -> dict:
+    async def _produce(self, on_text, cancelled: threading.Event):
+        """(text, usage) of the answer, here or upstream; ``on_text`` gets each piece as it comes."""
         upstream = self.service.upstream
+        if upstream is None:
+            return await self.service.run(self._local, on_text, cancelled)
+        messages = await self.service.run(self._recalled_messages)
+        if on_text is None:
+            text, usage, self.finish = await upstream.complete(messages, self.max_tokens, self.sampling)
+            return text, usage
+        ended: dict[str, str] = {}
+        async for piece in upstream.stream(messages, self.max_tokens, self.sampling, ended):
+            on_text(piece)
+        self.finish = ended.get("finish_reason") or "stop"
+        return None, {"prompt_tokens": self.meta.get("recalled_tokens", 0)}
+
+    def _failed(self, exc: Exception) -> HTTPException:
+        if isinstance(exc, UpstreamError):
+            self.service.metrics.upstream_errors.inc()
+            return HTTPException(502, str(exc))
+        return HTTPException(504, f"the answer took longer than {self.service.answer_timeout:g} s and was stopped")
+
+    async def whole(self, request: Request) -> dict:
+        """The answer as one response; stopped when the client leaves or the time limit passes."""
+        cancelled = threading.Event()
+        self.service.waiting += 1
+        task = asyncio.create_task(self._produce(None, cancelled))
+        deadline = time.monotonic() + self.service.answer_timeout
         try:
-            if upstream is None:
-                text, usage = await self.service.run(self._local, None)
-            else:
-                messages = await self.service.run(self._recalled_messages)
-                text, usage, self.finish = await upstream.complete(messages, self.max_tokens, self.sampling)
-        except UpstreamError as exc:
-            raise HTTPException(502, str(exc))
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.5)
+                if not task.done() and (time.monotonic() > deadline or await request.is_disconnected()):
+                    cancelled.set()
+                    task.cancel()
+                    raise TimeoutError
+            text, usage = task.result()
+        except (UpstreamError, TimeoutError, Cancelled) as exc:
+            raise self._failed(exc if not isinstance(exc, Cancelled) else TimeoutError())
+        finally:
+            self.service.waiting -= 1
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": MODEL_ID,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                              "finish_reason": self.finish}],
@@ -384,7 +524,8 @@ class Answer:
         return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
     async def events(self, request: Request, include_usage: bool):
-        """Server-sent events: the role, the text as it comes, the finish with the ilre record."""
+        """Server-sent events: the role, the text as it comes, the finish with the ilre record;
+        stopped when the client leaves (the engine's stream with it) or the time limit passes."""
         yield self._chunk({"role": "assistant", "content": ""})
         queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
@@ -394,30 +535,29 @@ class Answer:
         async def produce() -> None:
             nonlocal usage
             try:
-                if self.service.upstream is None:
-                    _, usage = await self.service.run(
-                        self._local, lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece), cancelled)
-                else:
-                    messages = await self.service.run(self._recalled_messages)
-                    ended: dict[str, str] = {}
-                    async for piece in self.service.upstream.stream(messages, self.max_tokens, self.sampling, ended):
-                        await queue.put(piece)
-                    usage = {"prompt_tokens": self.meta.get("recalled_tokens", 0)}
-                    self.finish = ended.get("finish_reason") or "stop"
+                _, usage = await self._produce(lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece),
+                                               cancelled)
                 await queue.put(None)
             except Cancelled:
                 await queue.put(None)
             except Exception as exc:  # reported in the stream: the status line was sent already
+                if isinstance(exc, UpstreamError):
+                    self.service.metrics.upstream_errors.inc()
                 await queue.put(exc)
 
+        self.service.waiting += 1
         task = asyncio.create_task(produce())  # kept referenced until it ends
+        deadline = time.monotonic() + self.service.answer_timeout
         try:
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), timeout=0.5)
                 except asyncio.TimeoutError:
+                    if time.monotonic() > deadline:
+                        item = self._failed(TimeoutError())
+                        yield f"data: {json.dumps({'error': {'message': item.detail, 'type': 'timeout_error'}})}\n\n"
+                        return
                     if await request.is_disconnected():
-                        cancelled.set()
                         return
                     continue
                 if item is None:
@@ -434,10 +574,17 @@ class Answer:
                 yield f"data: {json.dumps(last)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
-            cancelled.set()  # a client that went away stops the decoding; the task then ends by itself
+            cancelled.set()  # a client that went away stops the decoding, and the engine's stream
+            task.cancel()
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self.service.waiting -= 1
 
 
 def api_key_from_env(name: str) -> str | None:
     """The API key in environment variable ``name``, if set and not empty."""
     return os.environ.get(name) or None
+
+
+def api_keys_from_env(name: str) -> tuple[str, ...]:
+    """The API keys in environment variable ``name``, comma-separated (none when unset or empty)."""
+    return tuple(k.strip() for k in os.environ.get(name, "").split(",") if k.strip())

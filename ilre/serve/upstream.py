@@ -3,8 +3,10 @@
 ILRe keeps what it is for, reading the long context once and choosing what the answer reads; the
 conversation goes to the engine's ``/v1/chat/completions`` with the document replaced by what
 was recalled (system messages, earlier turns, then instruction, excerpts and question), with the
-request's sampling and stop strings. Connection failures and 5xx answers are retried a bounded number of
-times before anything was streamed; then the client gets an :class:`UpstreamError` (HTTP 502).
+request's sampling and stop strings. Only a failure to connect is retried (a bounded number of
+times): the engine never saw that request, so each client request reaches the engine at most once
+and a client's own retries are not multiplied; any other failure goes to the client as an
+:class:`UpstreamError` (HTTP 502).
 """
 
 from __future__ import annotations
@@ -61,19 +63,28 @@ class Upstream:
             try:
                 response = await self.client.send(self.client.build_request("POST", "/chat/completions", json=body),
                                                   stream=True)
-            except httpx.HTTPError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # not sent: safe to try again
                 cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 continue
-            if response.status_code < 500 and response.status_code != 429:
-                if response.status_code >= 400:
-                    text = (await response.aread()).decode("utf-8", "replace")[:300]
-                    await response.aclose()
-                    raise UpstreamError(f"answering engine {self.url} refused the request "
-                                        f"(HTTP {response.status_code}): {text}")
-                return response
-            cause = f"HTTP {response.status_code}"
-            await response.aclose()
-        raise UpstreamError(f"answering engine {self.url} failed after {self.retries + 1} attempts: {cause}")
+            except httpx.HTTPError as exc:
+                raise UpstreamError(f"answering engine {self.url} failed: {type(exc).__name__}") from exc
+            if response.status_code >= 400:
+                text = (await response.aread()).decode("utf-8", "replace")[:300]
+                await response.aclose()
+                raise UpstreamError(f"answering engine {self.url} answered HTTP {response.status_code}: {text}")
+            return response
+        raise UpstreamError(f"answering engine {self.url} could not be reached after {self.retries + 1} attempts: "
+                            f"{cause}")
+
+    async def reachable(self) -> str:
+        """'ok' when the engine answers its model list within 2 s, else why not (for /health)."""
+        import httpx
+
+        try:
+            response = await self.client.get("/models", timeout=2.0)
+        except httpx.HTTPError as exc:
+            return f"unreachable: {type(exc).__name__}"
+        return "ok" if response.status_code < 500 else f"unhealthy: HTTP {response.status_code}"
 
     async def complete(self, messages: list[dict[str, str]], max_tokens: int,
                        sampling: Sampling = GREEDY) -> tuple[str, dict[str, Any], str]:
