@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 EXAMPLE ?= ilre/examples/town_chronicle.txt
 QUESTION ?= What is the combination of the old lighthouse safe?
 
-.PHONY: install demo test test-fast clean
+.PHONY: install browser demo test test-fast clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,7 +27,14 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m ilre.answer --context $(EXAMPLE) --query "$(QUESTION)"
 
-test: install
+# The page's test drives Debian's chromium through its chromedriver (nothing is downloaded at run
+# time); without them (not Debian, not root) that one test is skipped and says why.
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+	  apt-get install -y -q chromium chromium-driver >/dev/null 2>&1) || \
+	  echo "chromium and chromium-driver are not installed: the browser test will be skipped"
+
+test: install browser
 	$(PY) -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 test-fast: install

@@ -108,15 +108,22 @@ def wait_until_up(url: str, process: subprocess.Popen, what: str, timeout: float
 
 
 @contextlib.contextmanager
-def served(options: list[str], start_timeout: float = 300.0) -> Iterator[str]:
+def served_process(options: list[str], start_timeout: float = 300.0) -> Iterator[tuple[str, subprocess.Popen]]:
     """``python -m ilre.serve`` with ``options`` on a free localhost port, as its own process;
-    yields its API's base URL once it answers, and stops it after."""
+    yields its API's base URL and the process once it answers, and stops it after."""
     port = free_port()
     server = start_server([sys.executable, "-m", "ilre.serve", "--port", str(port), *options])
     url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_until_up(url, server, "the server", start_timeout)
-        yield url
+        yield url, server
     finally:
         server.terminate()
         server.wait(30)
+
+
+@contextlib.contextmanager
+def served(options: list[str], start_timeout: float = 300.0) -> Iterator[str]:
+    """As :func:`served_process`, yielding the URL only."""
+    with served_process(options, start_timeout) as (url, _):
+        yield url

@@ -227,3 +227,18 @@ def test_folder_benchmark_indexes_asks_and_updates(tiny_model_dir, tmp_path):
     assert row["change"].startswith("1 changed, 0 added, 0 removed") and 0 < row["update_tokens"] < row["tokens"]
     assert {p.name: p.read_text() for p in src.iterdir()} == before
     assert "update_share" in run.stdout or "of it" in run.stdout
+
+
+def test_load_run_counts_every_request_and_samples_memory(tiny_model_dir, tmp_path):
+    """scripts/load_serve.py for a few seconds on a tiny model: conversations at once, nothing lost."""
+    out = tmp_path / "load"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "load_serve.py"), "--conversations", "3",
+                          "--documents", "2", "--length", "1K", "--minutes", "0.1", "--warm-up", "1",
+                          "--model", str(tiny_model_dir), "--threads", "1", "--out", str(out)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = json.loads((out / "load_serve.json").read_text())
+    row = doc["row"]
+    assert row["requests"] >= 3 and row["lost"] == 0 and doc["memory"]
+    assert {r["conversation"] for r in doc["records"]} == {0, 1, 2}
+    assert "lost" in run.stdout and "p95" in run.stdout

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -313,6 +313,13 @@ def create_app(service: Service, grace: float = 30.0) -> FastAPI:
             REQUEST_ID.reset(token)
         response.headers["X-Request-Id"] = rid
         return response
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        """One page to try the service: a document read, a question asked, what was read highlighted."""
+        from importlib.resources import files
+
+        return HTMLResponse(files("ilre.serve").joinpath("static/index.html").read_text(encoding="utf-8"))
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics():
