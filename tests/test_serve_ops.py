@@ -193,30 +193,71 @@ def test_health_says_degraded_when_the_answering_engine_is_down(tiny_model_dir):
         running.close()
 
 
-def test_sigterm_drains_the_requests_in_flight_and_exits_0(tiny_model_dir, tmp_path):
-    """A real `python -m ilre.serve` process: a request whose long document is still encoding when
-    SIGTERM comes is answered, and the process then exits 0 within 10 s."""
+def serve_process(model_dir, log_path: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    """A real `python -m ilre.serve` process on a free port, its log in ``log_path``, once it answers."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "ilre.serve", "--model", str(tiny_model_dir), "--port",
-                                 str(port), "--device", "cpu", "--threads", "1", "--window", "32", "--budget", "48",
-                                 "--max-new-tokens", "200", "--grace", "20", "--log-level", "info"],
-                                cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+    with open(log_path, "a") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "ilre.serve", "--model", str(model_dir), "--port", str(port),
+                                 "--device", "cpu", "--threads", "1", "--window", "32", "--budget", "48",
+                                 "--log-level", "info", *options], cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return proc, url
+
+
+def wait_for_line(log_path: Path, text: str) -> None:
+    for _ in range(600):
+        if text in log_path.read_text():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} never logged")
+
+
+LONG_DOCUMENT = TEXT * 60  # a second or two of encoding for the tiny model
+
+
+def test_killed_while_encoding_the_next_start_encodes_again_and_leaves_nothing_partial(tiny_model_dir, tmp_path):
+    index_dir, log_path = tmp_path / "indexes", tmp_path / "serve.log"
+    proc, url = serve_process(tiny_model_dir, log_path, "--index-dir", str(index_dir))
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        threading.Thread(target=lambda: chat(httpx.Client(base_url=url, timeout=60), LONG_DOCUMENT),
+                         daemon=True).start()
+        wait_for_line(log_path, "encoding ctx-")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc, url = serve_process(tiny_model_dir, log_path, "--index-dir", str(index_dir))
+    try:
+        assert not list(index_dir.glob("*.partial"))
+        with httpx.Client(base_url=url, timeout=60) as http:
+            reply = chat(http, LONG_DOCUMENT)
+            assert reply.status_code == 200 and reply.json()["ilre"]["cache"] == "miss"
+            assert chat(http, LONG_DOCUMENT).json()["ilre"]["cache"] == "hit"
+        assert len(list(index_dir.glob("*.ilre"))) == 1
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_sigterm_drains_the_requests_in_flight_and_exits_0(tiny_model_dir, tmp_path):
+    """A real `python -m ilre.serve` process: a request whose long document is still encoding when
+    SIGTERM comes is answered, and the process then exits 0 within 10 s."""
+    log_path = tmp_path / "serve.log"
+    proc, url = serve_process(tiny_model_dir, log_path, "--max-new-tokens", "200", "--grace", "20")
+    try:
         answered: list = []
-        long_document = TEXT * 60  # a second or two of encoding for the tiny model
+        long_document = LONG_DOCUMENT
 
         def ask_long():
             with httpx.Client(base_url=url, timeout=60) as http:
@@ -224,10 +265,7 @@ def test_sigterm_drains_the_requests_in_flight_and_exits_0(tiny_model_dir, tmp_p
 
         asking = threading.Thread(target=ask_long)
         asking.start()
-        for _ in range(600):
-            if "encoding ctx-" in log_path.read_text():
-                break
-            time.sleep(0.02)
+        wait_for_line(log_path, "encoding ctx-")
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         asking.join(20)
