@@ -160,12 +160,14 @@ class ILRe:
         encoded.pipeline = self
         return encoded
 
-    def recall(self, encoded: EncodedContext, query: str | QueryTokens,
-               answer_prefix: str = "") -> tuple[torch.Tensor, dict[str, float]]:
-        """Context token positions (sorted) that the answer to ``query`` will read, and the stage times."""
+    def recall(self, encoded: EncodedContext, query: str | QueryTokens, answer_prefix: str = "",
+               with_scores: bool = False) -> tuple:
+        """Context token positions (sorted) that the answer to ``query`` will read, and the stage
+        times; ``with_scores``: also each token's attention score as a share of the best (its unit's
+        with sentence recall; None when the budget covers the context)."""
         check_settings(self.encoding, encoded.settings)
         if (whole := whole_context(len(encoded.tokens), self.config.budget)) is not None:
-            return whole, {"score": 0.0, "recall": 0.0}
+            return (whole, {"score": 0.0, "recall": 0.0}) + ((None,) if with_scores else ())
         state = encoded.state or self._prefill(encoded)
         t0 = time.perf_counter()
         if isinstance(query, str):
@@ -176,7 +178,12 @@ class ILRe:
         self._sync()
         t1 = time.perf_counter()
         positions = self.recaller.recall(scores, encoded, query.text, self.config.budget)
-        return positions, {"score": t1 - t0, "recall": time.perf_counter() - t1}
+        times = {"score": t1 - t0, "recall": time.perf_counter() - t1}
+        if not with_scores:
+            return positions, times
+        shares = scores.float() / scores.float().max().clamp(min=1e-30)
+        return positions, times, shares if shares.numel() == len(encoded.tokens) else shares[
+            self.recaller.units(encoded.tokens).index()]
 
     def answer(self, context: str | Sources | EncodedContext, query: str, answer_prefix: str = "", streamer=None,
                progress: bool = False, history: str = "", sampling: Sampling = GREEDY) -> AnswerResult:
@@ -187,13 +194,13 @@ class ILRe:
             raise ValueError("the query is empty")
         encoded = context if isinstance(context, EncodedContext) else self.encode(context, progress)
         suffix = self.template.query(query, answer_prefix)
-        positions, times = self.recall(encoded, suffix)
+        positions, times, token_scores = self.recall(encoded, suffix, with_scores=True)
         asked = self.template.suffix_ids(f"{history}\n\n{query}", answer_prefix) if history else suffix.ids
         prompt = assemble(encoded.prefix_ids, encoded.tokens.ids, positions, asked,
                           self.template.encode_text(self.config.gap_marker))
         t0 = time.perf_counter()
         text, new_ids = generate(self.model, self.tokenizer, prompt, self.config.max_new_tokens, streamer, sampling)
-        return AnswerResult(answer=text, answer_tokens=new_ids.tolist(), spans=spans_of(encoded.tokens, positions),
+        return AnswerResult(answer=text, answer_tokens=new_ids.tolist(), spans=spans_of(encoded.tokens, positions, token_scores),
                             layer=self.config.layer, context_tokens=len(encoded.tokens),
                             recalled_tokens=positions.numel(), prompt_tokens=prompt.numel(),
                             whole_context=positions.numel() == len(encoded.tokens),

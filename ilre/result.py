@@ -25,6 +25,9 @@ class RecalledSpan:
     line_end: int = 1
     file_start: int = 0
     file_end: int = 0
+    score: float | None = None
+    """The retrieval layer's attention to the span's best sentence (or token), as a share of the
+    best in the whole context, 0 to 1 (None when the budget covered the context)."""
 
     @property
     def lines(self) -> str:
@@ -37,9 +40,10 @@ class RecalledSpan:
         return f"{self.file}:{self.lines}" if self.file is not None else f"lines {self.lines}"
 
 
-def spans_of(tokens: ContextTokens, positions: torch.Tensor) -> list[RecalledSpan]:
+def spans_of(tokens: ContextTokens, positions: torch.Tensor,
+             token_scores: torch.Tensor | None = None) -> list[RecalledSpan]:
     """The recalled ``positions`` (sorted) of a context as spans of its text, one per run of
-    adjacent tokens in one file."""
+    adjacent tokens in one file; ``token_scores`` [L] give each span its best."""
     files = tokens.files or [FileSpan(None, 0, 0, len(tokens.text))]
     headers = [f.header for f in files]
     file_of = torch.searchsorted(torch.tensor(headers), tokens.offsets[:, 0].contiguous(), right=True) - 1
@@ -53,8 +57,9 @@ def spans_of(tokens: ContextTokens, positions: torch.Tensor) -> list[RecalledSpa
             inner_a, inner_b = min(max(a, f.start), f.end), min(max(b, f.start), f.end)
             line_start = tokens.text.count("\n", f.start, inner_a) + 1
             line_end = line_start + tokens.text.count("\n", inner_a, max(inner_b - 1, inner_a))
+            score = None if token_scores is None else round(float(token_scores[a_tok:b_tok].max()), 4)
             spans.append(RecalledSpan(a, b, b_tok - a_tok, tokens.text[a:b], f.path, line_start, line_end,
-                                      inner_a - f.start, inner_b - f.start))
+                                      inner_a - f.start, inner_b - f.start, score))
     return spans
 
 

@@ -57,6 +57,7 @@ def test_the_page_answers_about_the_example_and_highlights_the_answer(tmp_path):
         assert view.replace("\n", "") == text.replace("\n", "")
         browser.find_elements(By.CSS_SELECTOR, "#spans a")[marks.index(holding[0])].click()
         assert "current" in holding[0].get_attribute("class")
+        assert "attention" in holding[0].get_attribute("title") and "lines" in holding[0].get_attribute("title")
         browser.save_screenshot(os.environ.get("ILRE_PAGE_SCREENSHOT", str(tmp_path / "page.png")))
     finally:
         browser.quit()

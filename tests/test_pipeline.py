@@ -68,3 +68,15 @@ def test_a_recaller_of_ones_own_plugs_in_without_touching_the_pipeline(tokenizer
                 recaller=LastSentence())
     result = ilre.with_config(max_new_tokens=3).answer(TEXT.rstrip(), "What is the code?")
     assert [span.text.strip() for span in result.spans] == ["Delta epsilon."]
+
+
+@pytest.mark.parametrize("unit", ["sentence", "token"])
+def test_each_span_carries_the_layer_s_attention_as_a_share_of_the_best(ilre, unit):
+    encoded = ilre.encode(TEXT)
+    small = ilre.with_config(budget=24, recall_unit=unit)
+    positions, _, shares = small.recall(encoded, "What is the code?", with_scores=True)
+    assert shares.shape == (len(encoded.tokens),) and float(shares.max()) == pytest.approx(1.0)
+    result = small.answer(encoded, "What is the code?")
+    assert result.spans and all(0.0 <= s.score <= 1.0 for s in result.spans)
+    assert max(s.score for s in result.spans) == pytest.approx(float(shares[positions].max()), abs=1e-4)
+    assert all(s.score is None for s in ilre.answer(encoded, "What is the code?").spans)  # covering budget

@@ -458,8 +458,8 @@ class Answer:
         messages += [{"role": role, "content": text} for role, text in self.talk.history]
         if self.encoded is None:
             return messages + [{"role": "user", "content": self.question}]
-        positions, timings = ilre.recall(self.encoded, self.question)
-        spans = spans_of(self.encoded.tokens, positions)
+        positions, timings, token_scores = ilre.recall(self.encoded, self.question, with_scores=True)
+        spans = spans_of(self.encoded.tokens, positions, token_scores)
         self._describe(spans, ilre.config.layer, len(self.encoded.tokens), int(positions.numel()),
                        {**self.encoded.timings, **timings})
         excerpts = ilre.config.gap_marker.join(s.text for s in spans)
