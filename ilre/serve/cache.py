@@ -7,7 +7,9 @@ another API key never does. Two requests about one new document share one encodi
 waits for the first's. Encodings run one at a time on their own thread, loads of saved indexes on
 another (a load never waits behind a long encoding); at most ``max_queued`` wait to be encoded.
 A saved index that cannot be read is moved aside and its document encoded again; temporary files
-that a killed process left in ``index_dir`` are removed at start.
+that a killed process left in ``index_dir`` are removed at start. Processes that share
+``index_dir`` (replicas) encode each document once between them: one claims it (``claims.py``),
+the others wait for its index file, reporting the claimant's progress meanwhile.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from . import claims
+from .claims import Claim
 
 if TYPE_CHECKING:
     from ..sources import Sources
@@ -84,6 +89,7 @@ class EncodingCache:
         self.lock = threading.Lock()
         self.encoder = ThreadPoolExecutor(1, thread_name_prefix="ilre-encode")  # one long pass at a time
         self.loader = ThreadPoolExecutor(1, thread_name_prefix="ilre-load")  # never behind an encoding
+        self.waiter = ThreadPoolExecutor(8, thread_name_prefix="ilre-wait")  # for another process's encoding
         self.stopping = threading.Event()
         self.encodings = 0
         """How many contexts this process streamed itself (not found in memory or on disk)."""
@@ -126,7 +132,11 @@ class EncodingCache:
             entry = self.entries[key] = Entry(key)
         if self._load(entry, context):
             return entry, True
-        self._start(self.encoder, entry, lambda: self._encode(entry, context))
+        claim = self._claim(key)
+        if claim is not None and not claim.acquire():  # another process encodes it: wait for its index
+            self._start(self.waiter, entry, lambda: self._wait(entry, claim, context))
+            return entry, True
+        self._start(self.encoder, entry, lambda: self._encode(entry, context, claim))
         return entry, False
 
     def get(self, key: str, tenant: str = "") -> Entry | None:
@@ -137,14 +147,16 @@ class EncodingCache:
             if entry is not None:
                 self.entries.move_to_end(key)
                 return entry
-        path = self._path(key)
-        if path is None or not path.is_file():
+        path, claim = self._path(key), self._claim(key)
+        claimed = claim is not None and claim.read() is not None
+        if path is None or not (path.is_file() or claimed):
             return None
-        with self.lock:  # saved by an earlier run of the service: load it once, however many ask
+        with self.lock:  # saved by an earlier run or another replica: load it once, however many ask
             if key in self.entries:
                 return self.entries[key]
             entry = self.entries[key] = Entry(key)
-        self._load(entry)
+        if not self._load(entry):
+            self._start(self.waiter, entry, lambda: self._wait(entry, claim, None))
         return entry
 
     def delete(self, key: str, tenant: str = "") -> bool:
@@ -162,13 +174,37 @@ class EncodingCache:
     def close(self) -> None:
         """Stop: running encodings end at their next chunk, queued ones never start."""
         self.stopping.set()
-        for pool in (self.encoder, self.loader):
+        for pool in (self.encoder, self.loader, self.waiter):
             pool.shutdown(wait=False, cancel_futures=True)
 
     # -- work, on the encoder thread ------------------------------------------------------------
 
     def _path(self, key: str) -> Path | None:
         return None if self.index_dir is None else self.index_dir / f"{key}.ilre"
+
+    def _claim(self, key: str) -> Claim | None:
+        return None if self.index_dir is None else Claim(self.index_dir / f"{key}.ilre.claim")
+
+    def _wait(self, entry: Entry, claim: Claim, context: "str | Sources | None"):
+        """The index another process is encoding, loaded once it is saved (its progress reported
+        meanwhile); should that process fail or die, this one encodes it (when it has the text)."""
+        path = self._path(entry.id)
+        while not self.stopping.is_set():
+            if path.is_file():
+                return self._read(entry, path, context)
+            held = claim.read()
+            if held is not None:
+                entry.done, entry.tokens = held.get("done", 0), held.get("tokens", 0)
+            elif path.is_file():
+                continue
+            if (held is None or claims.abandoned(held)) and context is not None and claim.acquire():
+                entry.status = "queued"
+                self._start(self.encoder, entry, lambda: self._encode(entry, context, claim))
+                return HANDED_OVER
+            if held is None:
+                raise ValueError("the process that encoded this context stopped before saving it: send it again")
+            time.sleep(0.2)
+        raise RuntimeError("the service is shutting down")
 
     def _start(self, pool: ThreadPoolExecutor, entry: Entry, work) -> None:
         """Run ``work`` for ``entry`` on ``pool``, in the submitting request's context (its id in the logs)."""
@@ -201,11 +237,20 @@ class EncodingCache:
         self._start(self.encoder, entry, lambda: self._encode(entry, context))
         return HANDED_OVER
 
-    def _encode(self, entry: Entry, context: "str | Sources"):
+    def _encode(self, entry: Entry, context: "str | Sources", claim: Claim | None = None):
+        try:
+            return self._encode_claimed(entry, context, claim)
+        finally:
+            if claim is not None:  # after the save: the others find the index file
+                claim.release()
+
+    def _encode_claimed(self, entry: Entry, context: "str | Sources", claim: Claim | None):
         started = time.monotonic()
 
         def progress(done: int, total: int) -> None:
             entry.done, entry.tokens = done, total
+            if claim is not None:
+                claim.progress(done, total)
             if self.stopping.is_set():
                 raise RuntimeError("the service is shutting down")
             if time.monotonic() - started > self.encode_timeout:
