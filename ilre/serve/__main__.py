@@ -7,11 +7,13 @@ in seconds with the earlier ones as history, here or by another OpenAI-compatibl
     python -m ilre.serve                                  # embedded model, 127.0.0.1:8000
     python -m ilre.serve --model path/to/model --device npu --index-dir indexes/ --cache-gb 8
     python -m ilre.serve --answer-url http://gpu-box:8000/v1 --answer-model Qwen2.5-72B-Instruct
+    python -m ilre.serve --replicas 2 --index-dir /shared/indexes      # on Ray Serve (docs/scaling.md)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -64,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     lim.add_argument("--grace", type=float, default=30.0,
                      help="on SIGTERM or Ctrl-C, seconds given to the requests in flight to finish while new ones "
                           "get 503; default: 30")
+    r = p.add_argument_group("replicas on Ray Serve (pip install 'ilre[ray]'; docs/scaling.md)")
+    r.add_argument("--replicas", type=cli.at_least(1), default=None,
+                   help="run the service as a Ray Serve deployment of this many replicas behind Ray Serve's proxy "
+                        "on --host/--port; they share encodings through --index-dir (on storage every node "
+                        "reaches), each document encoded once in the cluster; default: one process, no Ray")
+    r.add_argument("--ray-address", default=None,
+                   help="the Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local one")
+    r.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves for each replica; default: 1")
+    r.add_argument("--ray-serve-options", type=json.loads, default=None, metavar="JSON",
+                   help="more options of Ray Serve's deployment, as JSON, passed through as they are, e.g. "
+                        "'{\"autoscaling_config\": {\"min_replicas\": 1, \"max_replicas\": 4}}'")
     u = p.add_argument_group("answering through another engine")
     u.add_argument("--answer-url", default=None,
                    help="base URL of an OpenAI-compatible engine (vLLM, vllm-ascend, TGI, llama.cpp server), e.g. "
@@ -99,9 +112,51 @@ def make_service(args: argparse.Namespace):
                    args.max_waiting, args.request_timeout)
 
 
+def serve_on_ray(args: argparse.Namespace) -> None:
+    """The same app, built in each replica of a Ray Serve deployment, behind Ray Serve's proxy."""
+    import signal
+
+    try:
+        import ray
+        from ray import serve as ray_serve
+    except ImportError:
+        raise ValueError("--replicas runs on Ray Serve: pip install 'ilre[ray]'") from None
+    if args.index_dir is None:
+        raise ValueError("--replicas share their encodings through --index-dir: give a folder every replica reaches")
+    from .app import create_app
+
+    def build():  # runs in each replica
+        from .observe import setup_service_logging
+
+        setup_service_logging("info" if args.verbose else args.log_level, args.log_json)
+        return create_app(make_service(args), args.grace)
+
+    options = {"name": "ilre", "num_replicas": args.replicas, "ray_actor_options": {"num_cpus": args.replica_cpus},
+               "graceful_shutdown_timeout_s": args.grace, **(args.ray_serve_options or {})}
+    if "autoscaling_config" in options:
+        options.pop("num_replicas")
+    deployment = ray_serve.deployment(ray_serve.ingress(build)(), **options)
+    ray.init(address=args.ray_address, log_to_driver=args.verbose or args.log_level in ("debug", "info"))
+    signal.signal(signal.SIGTERM, lambda sig, frame: (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
+        ray_serve.start(http_options={"host": args.host, "port": args.port})
+        ray_serve.run(deployment.bind(), name="ilre", route_prefix="/", blocking=False)
+        print(f"ILRe serving on Ray Serve: {args.replicas} replicas at http://{args.host}:{args.port}/v1",
+              file=sys.stderr, flush=True)
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ray_serve.shutdown()
+        ray.shutdown()
+
+
 def serve(args: argparse.Namespace) -> None:
     import signal
     import socket
+
+    if args.replicas is not None:
+        return serve_on_ray(args)
 
     import uvicorn
 

@@ -45,6 +45,7 @@ from ..answerer import AnswerStream, Cancelled, Sampling, eos_ids, finish_reason
 from ..result import spans_of
 from ..sources import Sources
 from .cache import Busy, EncodingCache
+from .claims import owner
 from .observe import CONTENT_TYPE_LATEST, REQUEST_ID, Metrics, request_id, route_of
 from .conversation import Conversation, Turn, read_conversation
 from .upstream import Upstream, UpstreamError
@@ -329,7 +330,7 @@ def create_app(service: Service, grace: float = 30.0) -> FastAPI:
     async def health():
         """200 'ok' when requests can be served; 503 'draining' on shutdown, 'degraded' when the
         answering engine (--answer-url) cannot be reached."""
-        body = {"status": "ok", "model": ilre.name, "contexts": len(service.cache.entries),
+        body = {"status": "ok", "model": ilre.name, "replica": owner(), "contexts": len(service.cache.entries),
                 "encoding": service.cache.count("encoding"), "queued": service.cache.count("queued"),
                 "answers_waiting": service.waiting}
         if service.upstream is not None:
