@@ -256,16 +256,24 @@ def add_file_filters(group) -> None:
                        help="skip files of a folder larger than this many MiB; default: 1")
 
 
-def read_context(args: argparse.Namespace):
-    """The ``Sources`` of --context (and the file filters), with a line on stderr saying what a
-    folder gave (the skipped files one by one in --verbose)."""
-    from .sources import MAX_FILE_BYTES, read_sources, summary
+def file_filters(args: argparse.Namespace) -> dict:
+    """--include, --exclude and --max-file-size as ``read_sources`` takes them."""
+    from .sources import MAX_FILE_BYTES
 
     size = getattr(args, "max_file_size", None)
     if size is not None and size <= 0:
         raise ValueError(f"--max-file-size {size} must be more than 0 MiB")
-    sources = read_sources(args.context, getattr(args, "include", ()), getattr(args, "exclude", ()),
-                           int(size * 2**20) if size else MAX_FILE_BYTES)
+    return {"include": list(getattr(args, "include", ())), "exclude": list(getattr(args, "exclude", ())),
+            "max_file_bytes": int(size * 2**20) if size else MAX_FILE_BYTES}
+
+
+def read_context(args: argparse.Namespace):
+    """The ``Sources`` of --context (and the file filters), with a line on stderr saying what a
+    folder gave (the skipped files one by one in --verbose)."""
+    from .sources import read_sources, summary
+
+    filters = file_filters(args)
+    sources = read_sources(args.context, filters["include"], filters["exclude"], filters["max_file_bytes"])
     if len(sources) > 1 or sources.skipped:
         print(summary(sources), file=sys.stderr)
     return sources

@@ -10,6 +10,7 @@ later ones), the requests lost (failed after the client's retries), the answers 
 after warm-up against the end. Figures go to <out>/load_serve.json.
 
     python scripts/load_serve.py --threads 2 --minutes 3
+    python scripts/load_serve.py --threads 1 --minutes 2 --replicas 2     # on Ray Serve
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=3.0, help="how long the load lasts; default: 3")
     p.add_argument("--warm-up", type=float, default=60.0,
                    help="seconds after which memory is taken as the baseline; default: 60")
+    p.add_argument("--replicas", type=cli.at_least(1), default=None,
+                   help="serve with this many Ray Serve replicas (sharing a temporary index folder); default: one "
+                        "process, no Ray")
     cli.add_results_option(p, "load_serve")
     cli.add_model_options(p)
     return p
@@ -62,9 +66,26 @@ def run(args: argparse.Namespace) -> int | None:
     records: list[dict] = []
     memory: list[tuple[float, int]] = []
     lock = threading.Lock()
+    import tempfile
+
     options = [*model_options(args), "--max-waiting", str(2 * args.conversations), "--log-level", "warning"]
-    with served_process(options) as (url, server):
-        process = psutil.Process(server.pid)
+    shared = tempfile.TemporaryDirectory()
+    if args.replicas:
+        options += ["--replicas", str(args.replicas), "--index-dir", shared.name,
+                    "--replica-cpus", "0.5"]
+    with shared, served_process(options) as (url, server):
+        def rss() -> int:
+            """The server's resident memory; with replicas, its whole process tree's (Ray's workers)."""
+            root = psutil.Process(server.pid)
+            tree = [root, *root.children(recursive=True)] if args.replicas else [root]
+            total = 0
+            for p in tree:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            return total
+
         client = openai.OpenAI(base_url=url, api_key="-", max_retries=2, timeout=600)
         start = time.monotonic()
         deadline = start + args.minutes * 60
@@ -98,7 +119,7 @@ def run(args: argparse.Namespace) -> int | None:
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads):
-            memory.append((time.monotonic() - start, process.memory_info().rss))
+            memory.append((time.monotonic() - start, rss()))
             time.sleep(1.0)
         for t in threads:
             t.join()
@@ -114,7 +135,8 @@ def run(args: argparse.Namespace) -> int | None:
            "rss_max_mib": max(warm) / 2**20, "errors": sorted({r["error"] for r in records if r["error"]})}
     import torch
 
-    doc = {"command": "python scripts/load_serve.py " + " ".join(sys.argv[1:]), "row": row,
+    row["requests_per_minute"] = len(ok) / args.minutes
+    doc = {"command": "python scripts/load_serve.py " + " ".join(sys.argv[1:]), "row": row, "replicas": args.replicas,
            "cpu": f"{os.cpu_count()} cores, {platform.machine()}", "torch": torch.__version__,
            "conversations": args.conversations, "documents": args.documents, "length": args.length,
            "minutes": args.minutes, "memory": memory, "records": records}

@@ -11,6 +11,11 @@ that changed since it was made:
 
     python -m ilre.index --context src/ --include '*.py' --out src.ilre
     python -m ilre.index --context src/ --include '*.py' --out src.ilre --update
+
+A collection (a folder of documents or projects) becomes one index per entry, spread over a Ray
+cluster's workers, resumable:
+
+    python -m ilre.index --context library/ --out library-indexes/ --ray
 """
 
 from __future__ import annotations
@@ -39,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(its model, encoding settings and, unless given again, --include/--exclude/--max-file-size "
                         "are the index's)")
     cli.add_file_filters(p.add_argument_group("files of a folder"))
+    r = p.add_argument_group("a collection on Ray (pip install 'ilre[ray]'; docs/scaling.md)")
+    r.add_argument("--ray", action="store_true",
+                   help="index each file and subfolder of the --context folder into its own index in the --out "
+                        "folder, as tasks on a Ray cluster; entries already indexed and up to date are skipped, so "
+                        "the same command resumes a stopped job")
+    r.add_argument("--ray-address", default=None,
+                   help="the Ray cluster to join (e.g. auto); default: start a local one")
+    r.add_argument("--worker-cpus", type=float, default=1.0,
+                   help="CPUs each indexing task reserves (tasks at once = the cluster's CPUs / this); default: 1")
     cli.add_output_options(p)
     cli.add_model_options(p.add_argument_group("model and device"))
     cli.add_config_options(p.add_argument_group("encoding (answers from the index use the same)"),
@@ -51,6 +65,10 @@ def index(args: argparse.Namespace) -> None:
         print(describe(args.info))
         return 0
 
+    if args.ray:
+        from .collection import run
+
+        return run(args, cli.config_from(args), cli.file_filters(args))
     out = _out(args)
     if args.update and out.exists():
         return _update(args, out)
