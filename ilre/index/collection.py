@@ -27,13 +27,12 @@ def entries(folder: Path) -> list[Path]:
 
 @functools.lru_cache(maxsize=1)
 def _pipeline(model, device, dtype, threads, config_items):
+    """The worker process's pipeline, loaded once as the command line loads it."""
     from .. import cli
     from ..config import ILReConfig
 
-    cli.set_threads(threads)
-    from ..pipeline import ILRe
-
-    return ILRe.from_pretrained(model, device=device, dtype=dtype, config=ILReConfig(**dict(config_items)))
+    options = argparse.Namespace(model=model, device=device, dtype=dtype, threads=threads)
+    return cli.load_pipeline(options, ILReConfig(**dict(config_items)))
 
 
 def index_one(entry: str, out: str, model, device, dtype, threads, config_items, filters: dict) -> str:
@@ -53,10 +52,8 @@ def index_one(entry: str, out: str, model, device, dtype, threads, config_items,
             if change:
                 encoded.save(out_path)
             return f"{Path(entry).name}: {change}"
-    elif out_path.is_file():
-        meta_ok = _same_text(out_path, sources.text)
-        if meta_ok:
-            return f"{Path(entry).name}: up to date"
+    elif out_path.is_file() and _same_text(out_path, sources.text):
+        return f"{Path(entry).name}: up to date"
     ilre.encode(sources).save(out_path)
     return f"{Path(entry).name}: indexed"
 
