@@ -13,7 +13,10 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
 
 
 def _interrupt(command: list[str], after: float = 4.0) -> tuple[int, str, float]:
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a shell delivers it: the command starts with SIGINT's default disposition, whatever
+    # an earlier test left in this process (a process started with SIGINT ignored never sees it).
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(after)  # the model is loaded and the prefill under way
     assert proc.poll() is None, proc.communicate()
     t0 = time.perf_counter()
