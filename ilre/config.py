@@ -126,6 +126,10 @@ class SentenceRecallConfig(Checked):
     """Rounds of follow-up recall while the budget lasts: each adds the sentences that share a rare
     word (a name in at most 3 sentences) with the last round's, not with the question, so that a
     chain such as 'A = 5', 'B = A' is followed; 0: none. Sentence recall only."""
+    lexical_passage: int = setting(64, low=0)
+    """Tokens of consecutive whole sentences read first, as one passage: the one whose words match
+    the question best by BM25, as retrieval-augmented generation reads; attention and words choose
+    the rest of the budget. 0: none. Sentence recall only (docs/parameters.md)."""
     passage: int = setting(0, low=0)
     """Sentences on each side taken right after each sentence chosen, while they fit: the reader
     gets passages rather than lone sentences (an answer often sits beside the sentence that matches

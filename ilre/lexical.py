@@ -73,6 +73,7 @@ class LexicalIndex:
     _ids: dict[str, int] = field(default_factory=dict, repr=False)
     _stats: tuple | None = field(default=None, repr=False)
     _alone: "LexicalIndex | None" = field(default=None, repr=False)
+    _grouped: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.context < 0:
@@ -95,6 +96,15 @@ class LexicalIndex:
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
+
+    def grouped(self, firsts: list[int]) -> "LexicalIndex":
+        """The same words with consecutive units grouped into passages, the ones starting at
+        ``firsts`` (ascending, the first 0), each passage matched alone (kept: questions share it)."""
+        key = (len(firsts), sum(firsts))
+        if key not in self._grouped:
+            self._grouped[key] = LexicalIndex(self.vocab, self.word_ids, self.bounds[[*firsts, len(self)]],
+                                              0, self.k1, self.b, self.epsilon)
+        return self._grouped[key]
 
     def _spread(self, per_unit: np.ndarray) -> np.ndarray:
         """Per unit values summed over each unit's neighbourhood, its own counted twice."""
@@ -151,6 +161,12 @@ class LexicalIndex:
         if self._alone is None:
             self._alone = self.with_context(0)
         return self._alone.scores(question)
+
+    def overlap(self, unit: int, other: int) -> float:
+        """The share of ``unit``'s distinct words that ``other`` also holds (0 for a unit without words)."""
+        mine = set(self.word_ids[self.bounds[unit]:self.bounds[unit + 1]].tolist())
+        theirs = set(self.word_ids[self.bounds[other]:self.bounds[other + 1]].tolist())
+        return len(mine & theirs) / len(mine) if mine else 0.0
 
     def linked(self, found: list[int], question: str, exclude: set[int]) -> list[int]:
         """Units that share a rare word (in at most ``RARE`` units) with the units ``found``, not

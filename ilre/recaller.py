@@ -42,6 +42,12 @@ class Recaller(Protocol):
         ``units(context.tokens)``, or per token)."""
 
 
+LOOKALIKE_OVERLAP = 0.5
+"""A sentence of the passage read first that shares more than this share of its words with the
+sentence that matched best is a look-alike (a list's next line, another key's needle) and is
+left out: prose sentences share a few words, a list's lines most of theirs."""
+
+
 def whole_context(length: int, budget: int) -> torch.Tensor | None:
     """All ``length`` positions when the budget covers the context, else None.
 
@@ -147,13 +153,15 @@ class UnitRecaller(SentenceRecallConfig):
         units = self.units(context.tokens)
         if (whole := whole_context(units.length, budget)) is not None:
             return whole
-        lexical = context.lexical(units, self.lexical_context) if self.lexical_weight or self.hops else None
+        words = self.lexical_weight or self.hops or self.lexical_passage
+        lexical = context.lexical(units, self.lexical_context) if words else None
+        first = self.best_passage(lexical, units, question, budget) if lexical is not None else []
         candidates = None
         if lexical is not None and self.lexical_weight:
             attention = scaled(scores)
             candidates = (attention >= self.unit_cut) | (scaled(lexical.own_scores(question)) >= self.unit_cut)
             scores = attention + self.lexical_weight * scaled(lexical.scores(question))
-        chosen = found = self.choose(scores, units, budget, candidates)
+        chosen = found = self.choose(scores, units, budget, candidates, first)
         for _ in range(self.hops if lexical is not None else 0):
             before = len(chosen)
             chosen = self.extend(chosen, lexical.linked(found, question, set(chosen)), units, budget)
@@ -162,11 +170,28 @@ class UnitRecaller(SentenceRecallConfig):
                 break
         return units.positions(chosen)
 
+    def best_passage(self, lexical: LexicalIndex, units: TextUnits, question: str, budget: int) -> list[int]:
+        """The units of the passage of at most ``lexical_passage`` tokens whose words match the
+        question best (the first such in text order), without look-alikes of its best-matching unit
+        (``LOOKALIKE_OVERLAP``); none when no word matches or it does not fit."""
+        if not self.lexical_passage:
+            return []
+        firsts = units.groups(self.lexical_passage)
+        scores = lexical.grouped(firsts).scores(question)
+        if not scores.numel() or float(scores.max()) <= 0:
+            return []
+        g = int(torch.argmax(scores))
+        passage = list(range(firsts[g], firsts[g + 1] if g + 1 < len(firsts) else len(units)))
+        anchor = passage[int(torch.argmax(lexical.own_scores(question)[passage]))]
+        passage = [u for u in passage if u == anchor or lexical.overlap(u, anchor) <= LOOKALIKE_OVERLAP]
+        return passage if int((units.ends[passage] - units.starts[passage]).sum()) <= budget else []
+
     def choose(self, unit_scores: torch.Tensor, units: TextUnits, budget: int,
-               candidates: torch.Tensor | None = None) -> list[int]:
+               candidates: torch.Tensor | None = None, first: list[int] = ()) -> list[int]:
         """Indices of the best units that fit in ``budget`` (in the order taken), given a score per unit.
 
-        ``candidates`` (a [U] bool mask), when given, says which units may be taken at all.
+        ``candidates`` (a [U] bool mask), when given, says which units may be taken at all;
+        ``first``: units already taken, which fit in the budget.
         """
         unit_scores = _finite_order(unit_scores).cpu()
         order = torch.argsort(unit_scores, descending=True, stable=True).tolist()
@@ -175,7 +200,7 @@ class UnitRecaller(SentenceRecallConfig):
         if self.passage:  # each unit followed by its neighbours, nearest first
             taken = [v for u in taken for d in range(self.passage + 1) for v in ((u - d, u + d) if d else (u,))
                      if 0 <= v < len(units)]
-        return self.extend([], taken, units, budget)
+        return self.extend(list(first), taken, units, budget)
 
     @staticmethod
     def extend(chosen: list[int], candidates: list[int], units: TextUnits, budget: int) -> list[int]:

@@ -114,6 +114,18 @@ class TextUnits:
         out = torch.full((len(self),), float("-inf"))
         return out.scatter_reduce(0, self.index(), scores.float().cpu().reshape(-1), reduce="amax")
 
+    def groups(self, max_tokens: int) -> list[int]:
+        """The first unit of each passage: consecutive units merged while they add up to at most
+        ``max_tokens`` tokens (a longer unit is a passage alone), covering the context in order."""
+        sizes = (self.ends - self.starts).tolist()
+        firsts, size = [], max_tokens + 1
+        for u, n in enumerate(sizes):
+            if size + n > max_tokens:
+                firsts.append(u)
+                size = 0
+            size += n
+        return firsts
+
     def positions(self, chosen: list[int]) -> torch.Tensor:
         """Sorted token positions of the units ``chosen``."""
         if not chosen:

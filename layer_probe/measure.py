@@ -83,14 +83,14 @@ class LayerProbe:
     """Measures needle recall at candidate layers of one model, with the pipeline's settings.
 
     It measures what the layer decides: the attention's recall. The question's words
-    (``lexical_weight``, ``hops``) score the same at every layer, so the probe leaves them out.
+    (``lexical_weight``, ``hops``, ``lexical_passage``) score the same at every layer, so the probe leaves them out.
     """
 
     def __init__(self, model, tokenizer, config: ILReConfig | None = None,
                  layers: Sequence[int] | None = None, name: str = "model", progress: bool = False):
         # The pipeline object gives the exact prompt template (and validates the configuration).
-        self.pipeline = ILRe(model, tokenizer, replace(config or ILReConfig(), layer=0, lexical_weight=0.0, hops=0),
-                             name)
+        attention_alone = dict(lexical_weight=0.0, hops=0, lexical_passage=0)
+        self.pipeline = ILRe(model, tokenizer, replace(config or ILReConfig(), layer=0, **attention_alone), name)
         self.decoder = self.pipeline.decoder
         self.layers = sorted(set(range(self.decoder.num_layers) if layers is None else layers))
         if not self.layers:

@@ -193,7 +193,7 @@ def test_probe_recall_is_what_the_pipeline_recalls(recall_unit, kernels, mode):
     recall, n_ctx, _ = probe.measure(task)
     assert any(0 < r < 1 for r in recall[mode])  # not a trivial all-or-nothing comparison
     for i, layer in enumerate(layers):
-        ilre = ILRe(model, tok, replace(config, layer=layer, lexical_weight=0.0, hops=0))
+        ilre = ILRe(model, tok, replace(config, layer=layer, lexical_weight=0.0, hops=0, lexical_passage=0))
         encoded = ilre.encode(task.context)
         positions, _ = ilre.recall(encoded, task.question, task.answer_prefix)
         needle = needle_mask(encoded.tokens, task.needles)

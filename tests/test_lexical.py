@@ -122,7 +122,7 @@ def test_a_neighbour_that_only_borrows_the_questions_words_is_not_taken(ilre):
 
 def test_weight_zero_is_attention_alone(ilre):
     encoded = ilre.encode(CHAIN)
-    attention = ilre.with_config(lexical_weight=0.0)
+    attention = ilre.with_config(lexical_weight=0.0, lexical_passage=0)
     queries = attention.prefiller().query_states(encoded.state, attention.template.query("What is QXZ?").ids)
     units = attention.recaller.units(encoded.tokens)
     scores = attention.scorer.score_context(attention.decoder, queries, encoded.state.key_cache,
@@ -153,3 +153,61 @@ def test_a_saved_index_carries_the_words_and_recalls_alike(ilre, tmp_path):
     loaded = chained.load_index(path)
     assert loaded.words  # the words came with the file, not found again
     assert torch.equal(chained.recall(loaded, question)[0], expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=30), limit=st.integers(1, 64))
+def test_groups_cover_the_units_in_order_within_the_limit(sizes, limit):
+    starts = torch.tensor([0, *torch.tensor(sizes).cumsum(0)[:-1].tolist()])
+    units = TextUnits(starts, starts + torch.tensor(sizes))
+    firsts = units.groups(limit)
+    assert firsts[0] == 0 and firsts == sorted(set(firsts))
+    for a, b in zip(firsts, [*firsts[1:], len(sizes)]):
+        assert b - a == 1 or sum(sizes[a:b]) <= limit  # a passage fits, or is one long unit alone
+        assert b == len(sizes) or sum(sizes[a:b + 1]) > limit  # and takes every unit that fits
+
+
+@settings(max_examples=60, deadline=None)
+@given(units=st.lists(st.lists(st.sampled_from(["ab", "cd", "ef", "gh", "k1", "z9"]), max_size=5), min_size=1, max_size=20),
+       cuts=st.sets(st.integers(1, 19)), question=st.lists(st.sampled_from(["ab", "cd", "k1", "zz"]), max_size=4))
+def test_grouped_units_score_as_the_passages_indexed_alone(units, cuts, question):
+    firsts = [0, *sorted(c for c in cuts if c < len(units))]
+    passages = [" ".join(w for u in units[a:b] for w in u) for a, b in zip(firsts, [*firsts[1:], len(units)])]
+    grouped = LexicalIndex.of([" ".join(u) for u in units], context=1).grouped(firsts)
+    expected = LexicalIndex.of(passages, context=0).scores(" ".join(question))
+    assert torch.allclose(grouped.scores(" ".join(question)), expected)
+
+
+PROSE = ("The old lighthouse keeper kept a logbook. Every storm was written down by Margaret Ellis. "
+         + "Fishing boats came home at dusk. " * 30)
+
+
+def _passage_read(ilre, context, question, **settings):
+    """What recall reads of ``context`` when the attention points only at its last unit."""
+    encoded = ilre.encode(context)
+    recaller = ilre.with_config(lexical_weight=0.0, hops=0, **settings).recaller
+    attention = torch.zeros(len(recaller.units(encoded.tokens)))
+    attention[-1] = 1.0
+    return ilre.tokenizer.decode(encoded.tokens.ids[recaller.recall(attention, encoded, question, 160)])
+
+
+def test_the_passage_whose_words_match_best_is_read_with_the_sentence_beside_the_match(ilre):
+    question = "Who kept the lighthouse logbook?"
+    assert "Margaret Ellis" in _passage_read(ilre, PROSE, question, lexical_passage=96)
+    assert "Margaret" not in _passage_read(ilre, PROSE, question, lexical_passage=0)
+
+
+def test_lookalikes_of_the_matching_line_are_left_out_of_the_passage(ilre):
+    read = _passage_read(ilre, LOOKALIKES, "What is the magic number for melon?", lexical_passage=96)
+    assert "melon is 17" in read and "peach is 19" in read  # the match, and the attention's last line
+    assert [f for f in FRUITS if f in read] == ["melon", "peach"]
+
+
+def test_a_passage_longer_than_the_budget_is_not_read(ilre):
+    encoded = ilre.encode(LOOKALIKES)
+    recaller = ilre.with_config(lexical_passage=64, lexical_weight=0.0, hops=0).recaller
+    units = recaller.units(encoded.tokens)
+    lexical = encoded.lexical(units, 1)
+    assert recaller.best_passage(lexical, units, "What is the magic number for melon?", 64)
+    assert recaller.best_passage(lexical, units, "What is the magic number for melon?", 3) == []
+    assert recaller.best_passage(lexical, units, "Nothing matches zzz?", 64) == []
