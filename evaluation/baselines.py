@@ -30,7 +30,7 @@ from ilre.answerer import cut_repeat, repeats
 from ilre.prompt import ContextTokens, assemble, contiguous_runs, tokenize_context
 from ilre.lexical import words
 from ilre.recaller import pool, whole_context
-from ilre.units import split_long_units
+from ilre.units import TextUnits
 
 
 @dataclass
@@ -100,17 +100,11 @@ class BM25Chunks:
     b: float = 0.75
 
     def chunks(self, tokens: ContextTokens) -> list[tuple[int, int]]:
-        """[start, end) token ranges covering the context, each at most ``chunk_tokens`` long."""
-        n = len(tokens)
-        starts = split_long_units(tokens.unit_starts(), n, self.chunk_tokens).tolist()
-        out: list[tuple[int, int]] = []
-        first = 0
-        for start, end in zip(starts, [*starts[1:], n]):
-            if end - first > self.chunk_tokens and start > first:  # this unit would overflow
-                out.append((first, start))
-                first = start
-        out.append((first, n))
-        return out
+        """[start, end) token ranges covering the context, each at most ``chunk_tokens`` long: the
+        passages that ILRe's ``lexical_passage`` groups too (``TextUnits.groups``)."""
+        units = TextUnits.of(tokens.unit_starts(), len(tokens), self.chunk_tokens)
+        firsts = units.groups(self.chunk_tokens)
+        return [(int(units.starts[a]), int(units.ends[b - 1])) for a, b in zip(firsts, [*firsts[1:], len(units)])]
 
     def select(self, sample: Sample, budget: int) -> torch.Tensor:
         from rank_bm25 import BM25Okapi

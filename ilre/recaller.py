@@ -140,6 +140,10 @@ class UnitRecaller(SentenceRecallConfig):
     only when its attention or its own words (neighbours left out) also reach ``unit_cut`` of
     theirs: a neighbour that only borrows the question's words is a look-alike that a small reader
     confuses with the answer. Then ``hops`` rounds follow chains of rare words while the budget lasts.
+
+    With ``lexical_passage``, all this comes after the passage (consecutive whole units) whose
+    words match the question best, read first as retrieval-augmented generation reads it: the
+    answer often sits beside the sentence that matches.
     """
 
     def units(self, tokens: "ContextTokens") -> TextUnits:
