@@ -256,7 +256,7 @@ def generate(ruler: str | os.PathLike, tokenizer: Any, names: Iterable[str] = RU
         raise RulerError(f"unknown RULER task {', '.join(unknown)}; known: {', '.join(RULER_TASKS)}")
     missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
     if missing:
-        raise RulerError(f"RULER's generators need {', '.join(missing)}: pip install -e '.[eval]' "
+        raise RulerError(f"RULER's generators need {', '.join(missing)}: pip install -e '.[ruler]' "
                          f"in the project (or pip install {' '.join(missing)})")
     configs = {n: task_config(scripts, n) for n in names}
     count = tokenizer_len_for(tokenizer)

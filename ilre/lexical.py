@@ -168,6 +168,12 @@ class LexicalIndex:
         theirs = set(self.word_ids[self.bounds[other]:self.bounds[other + 1]].tolist())
         return len(mine & theirs) / len(mine) if mine else 0.0
 
+    def says_something(self, unit: int, among: "LexicalIndex") -> bool:
+        """Whether ``unit`` holds a word that ``among`` (an index of the same words) counts: one in at
+        most half of its units. A unit of common words only (filler, boilerplate) says nothing."""
+        idf = among.stats()[2]
+        return bool((idf[self.word_ids[self.bounds[unit]:self.bounds[unit + 1]]] > 0).any())
+
     def linked(self, found: list[int], question: str, exclude: set[int]) -> list[int]:
         """Units that share a rare word (in at most ``RARE`` units) with the units ``found``, not
         with the question: the next links of a chain. Most shared rare words first, then text order."""

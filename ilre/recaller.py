@@ -177,17 +177,20 @@ class UnitRecaller(SentenceRecallConfig):
     def best_passage(self, lexical: LexicalIndex, units: TextUnits, question: str, budget: int) -> list[int]:
         """The units of the passage of at most ``lexical_passage`` tokens whose words match the
         question best (the first such in text order), without look-alikes of its best-matching unit
-        (``LOOKALIKE_OVERLAP``); none when no word matches or it does not fit."""
+        (``LOOKALIKE_OVERLAP``) and units of common words only (filler that draws a small reader
+        away from the answer); none when no word matches or it does not fit."""
         if not self.lexical_passage:
             return []
         firsts = units.groups(self.lexical_passage)
-        scores = lexical.grouped(firsts).scores(question)
+        passages = lexical.grouped(firsts)
+        scores = passages.scores(question)
         if not scores.numel() or float(scores.max()) <= 0:
             return []
         g = int(torch.argmax(scores))
         passage = list(range(firsts[g], firsts[g + 1] if g + 1 < len(firsts) else len(units)))
         anchor = passage[int(torch.argmax(lexical.own_scores(question)[passage]))]
-        passage = [u for u in passage if u == anchor or lexical.overlap(u, anchor) <= LOOKALIKE_OVERLAP]
+        passage = [u for u in passage if u == anchor or (lexical.overlap(u, anchor) <= LOOKALIKE_OVERLAP
+                                                         and lexical.says_something(u, passages))]
         return passage if int((units.ends[passage] - units.starts[passage]).sum()) <= budget else []
 
     def choose(self, unit_scores: torch.Tensor, units: TextUnits, budget: int,

@@ -211,3 +211,22 @@ def test_a_passage_longer_than_the_budget_is_not_read(ilre):
     assert recaller.best_passage(lexical, units, "What is the magic number for melon?", 64)
     assert recaller.best_passage(lexical, units, "What is the magic number for melon?", 3) == []
     assert recaller.best_passage(lexical, units, "Nothing matches zzz?", 64) == []
+
+
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+PASSKEY = FILLER * 20 + "The pass key is 48213. Remember it. " + FILLER * 20
+
+
+def test_filler_of_common_words_is_left_out_of_the_passage(ilre):
+    """Lines whose every word is in most passages say nothing; around a pass key they drew a small
+    reader's answer away from it."""
+    encoded = ilre.encode(PASSKEY)
+    recaller = ilre.with_config(lexical_passage=128).recaller
+    units = recaller.units(encoded.tokens)
+    passage = recaller.best_passage(encoded.lexical(units, 1), units, "What is the pass key?", 160)
+    assert ilre.tokenizer.decode(encoded.tokens.ids[units.positions(passage)]) == "The pass key is 48213. Remember it. "
+
+
+def test_says_something_is_false_for_a_unit_of_common_words_only():
+    lexical = LexicalIndex.of(["the sky is blue", "the sky is blue", "the key is 48213", "the sky is blue"], 0)
+    assert [lexical.says_something(u, lexical) for u in range(4)] == [False, False, True, False]
