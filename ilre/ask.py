@@ -16,7 +16,6 @@ from pathlib import Path
 
 from . import cli
 from .inputs import read_queries
-from .result import sources_line
 
 
 
@@ -69,6 +68,8 @@ def load(args: argparse.Namespace, given: set[str]):
 
 
 def ask(args: argparse.Namespace, given: set[str]) -> int:
+    from .result import sources_line  # torch: imported inside the command, where Ctrl-C is handled
+
     questions = ([(args.query, args.answer_prefix)] if args.queries is None
                  else read_queries(args.queries, args.answer_prefix))
     if not all(q.strip() for q, _ in questions):
