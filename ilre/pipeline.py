@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -186,17 +186,20 @@ class ILRe:
             self.recaller.units(encoded.tokens).index()]
 
     def answer(self, context: str | Sources | EncodedContext, query: str, answer_prefix: str = "", streamer=None,
-               progress: bool = False, history: str = "", sampling: Sampling = GREEDY) -> AnswerResult:
+               progress: bool = False, history: Sequence[dict[str, str]] = (),
+               sampling: Sampling = GREEDY) -> AnswerResult:
         """Answer ``query`` about ``context`` (a string, or one encoded before with ``encode``);
-        ``history`` (earlier turns of a conversation) is read by the answer just before the question,
-        not by recall; ``sampling``: greedy by default."""
+        ``history`` (earlier turns of a conversation, as OpenAI's chat messages) is read by the answer
+        as the turns before the last one, which holds the recalled context and the question; recall
+        does not read it. ``sampling``: greedy by default."""
         if not query.strip():
             raise ValueError("the query is empty")
         encoded = context if isinstance(context, EncodedContext) else self.encode(context, progress)
         suffix = self.template.query(query, answer_prefix)
         positions, times, token_scores = self.recall(encoded, suffix, with_scores=True)
-        asked = self.template.suffix_ids(f"{history}\n\n{query}", answer_prefix) if history else suffix.ids
-        prompt = assemble(encoded.prefix_ids, encoded.tokens.ids, positions, asked,
+        before, asked = (self.template.around_context(query, answer_prefix, history) if history
+                         else (encoded.prefix_ids, suffix.ids))
+        prompt = assemble(before, encoded.tokens.ids, positions, asked,
                           self.template.encode_text(self.config.gap_marker))
         t0 = time.perf_counter()
         text, new_ids = generate(self.model, self.tokenizer, prompt, self.config.max_new_tokens, streamer, sampling)

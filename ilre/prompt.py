@@ -14,9 +14,11 @@ spans) + suffix; with every context token recalled it is the full prompt exactly
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
+from jinja2.exceptions import TemplateError
 
 from .config import AnswerConfig
 from .sources import FileSpan
@@ -77,24 +79,31 @@ class PromptTemplate:
     tokenizer: object
     instruction: str = AnswerConfig.instruction
 
-    def _chat_text(self, user: str) -> str:
-        """One user turn ready for the answer: the chat template's, else BOS + text + newline."""
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                                      add_generation_prompt=True)
-        return f"{self.tokenizer.bos_token or ''}{user}\n"
+    def _chat_text(self, user: str, history: Sequence[dict[str, str]] = ()) -> str:
+        """A user turn ready for the answer, after the chat messages of ``history`` (OpenAI's
+        role/content): the chat template's, else BOS + each message's text + newline."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            return "".join([self.tokenizer.bos_token or ""] + [f"{m['content']}\n" for m in history] + [f"{user}\n"])
+        messages = [*history, {"role": "user", "content": user}]
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except TemplateError:  # a template without a system role: its text opens the first user turn
+            system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+            rest = [dict(m) for m in messages if m["role"] != "system"]
+            rest[0]["content"] = f"{system}\n\n{rest[0]['content']}" if system else rest[0]["content"]
+            return self.tokenizer.apply_chat_template(rest, tokenize=False, add_generation_prompt=True)
 
-    def chat_ids(self, text: str) -> torch.Tensor:
-        """The prompt of a plain chat turn ``text``, no instruction, no context."""
-        return self.encode_text(self._chat_text(text))
+    def chat_ids(self, text: str, history: Sequence[dict[str, str]] = ()) -> torch.Tensor:
+        """The prompt of a plain chat turn ``text`` after ``history``, no instruction, no context."""
+        return self.encode_text(self._chat_text(text, history))
 
     def user_text(self, context: str, question: str) -> str:
         """The user turn: instruction, context, question (what another engine is sent as text)."""
         head = f"{self.instruction}\n\n" if self.instruction else ""
         return f"{head}{context}\n\n{question}"
 
-    def _render(self, question: str, answer_prefix: str) -> tuple[str, str]:
-        prefix, suffix = self._chat_text(self.user_text(_MARK, question)).split(_MARK)
+    def _render(self, question: str, answer_prefix: str, history: Sequence[dict[str, str]] = ()) -> tuple[str, str]:
+        prefix, suffix = self._chat_text(self.user_text(_MARK, question), history).split(_MARK)
         return prefix, suffix + answer_prefix
 
     def encode_text(self, text: str) -> torch.Tensor:
@@ -102,6 +111,13 @@ class PromptTemplate:
 
     def prefix_ids(self) -> torch.Tensor:
         return self.encode_text(self._render("", "")[0])
+
+    def around_context(self, question: str, answer_prefix: str = "",
+                       history: Sequence[dict[str, str]] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prefix, suffix) ids of a conversation's last turn: ``history``'s chat messages, then the
+        user turn of instruction, context and ``question``; with no history, the plain ones."""
+        prefix, suffix = self._render(question, answer_prefix, history)
+        return self.encode_text(prefix), self.encode_text(suffix)
 
     def suffix_ids(self, question: str, answer_prefix: str = "") -> torch.Tensor:
         return self.encode_text(self._render(question, answer_prefix)[1])

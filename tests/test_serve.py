@@ -246,11 +246,11 @@ def test_a_conversation_encodes_its_document_once_and_reads_its_history(served):
                      ["Is that the code of the vault?", "Say it again."])
     assert service.cache.encodings == before + 1
     assert [r.model_extra["ilre"]["cache"] for r in replies] == ["miss", "hit", "hit"]
-    # The third turn reads the system prompt and the earlier turns before its question, recall does not.
+    # The third turn reads the system prompt and the earlier turns as chat turns before its own, recall does not.
     ilre = service.pipeline
     first, second = replies[0].choices[0].message.content, replies[1].choices[0].message.content
-    history = (f"Instructions: {SYSTEM['content']}\nEarlier in this conversation:\nUser: {QUESTION}\n"
-               f"Assistant: {first}\nUser: Is that the code of the vault?\nAssistant: {second}")
+    history = [SYSTEM, {"role": "user", "content": QUESTION}, {"role": "assistant", "content": first},
+               {"role": "user", "content": "Is that the code of the vault?"}, {"role": "assistant", "content": second}]
     expected = ilre.answer(ilre.encode(text), "Say it again.", history=history)
     assert replies[2].choices[0].message.content == expected.answer
     assert replies[2].usage.prompt_tokens == expected.prompt_tokens

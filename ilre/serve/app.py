@@ -426,7 +426,7 @@ class Answer:
         self.service, self.encoded, self.talk, self.max_tokens = service, encoded, talk, max_tokens
         self.question, self.sampling = talk.question, sampling
         tokenizer = service.pipeline.tokenizer
-        self.history = talk.history_text(lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        self.history = talk.messages(lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
         self.finish = "stop"
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
@@ -439,7 +439,7 @@ class Answer:
         ilre = self.service.pipeline.with_config(max_new_tokens=self.max_tokens)
         streamer = AnswerStream(ilre.tokenizer, on_text or (lambda piece: None), cancelled, self.sampling)
         if self.encoded is None:
-            prompt = ilre.template.chat_ids(f"{self.history}\n\n{self.question}" if self.history else self.question)
+            prompt = ilre.template.chat_ids(self.question, self.history)
             text, new = generate(ilre.model, ilre.tokenizer, prompt, self.max_tokens, streamer, self.sampling)
             ids, prompt_tokens = new.tolist(), prompt.numel()
         else:
@@ -452,11 +452,11 @@ class Answer:
         return text, {"prompt_tokens": prompt_tokens, "completion_tokens": len(ids)}
 
     def _recalled_messages(self) -> list[dict[str, str]]:
-        """The conversation for the upstream engine: the instructions as system messages, the
-        history, and a last user turn of instruction, recalled excerpts and question."""
+        """The conversation for the upstream engine: what the local answer reads too (the
+        instructions and the history within its budget), and a last user turn of instruction,
+        recalled excerpts and question."""
         ilre = self.service.pipeline
-        messages = [{"role": "system", "content": text} for text in self.talk.instructions]
-        messages += [{"role": role, "content": text} for role, text in self.talk.history]
+        messages = list(self.history)
         if self.encoded is None:
             return messages + [{"role": "user", "content": self.question}]
         positions, timings, token_scores = ilre.recall(self.encoded, self.question, with_scores=True)

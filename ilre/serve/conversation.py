@@ -15,8 +15,9 @@ document must be found in the same place each time for its encoding to be found 
    - else, when more user messages follow it, the whole first user message is the document;
    - else (one user message, no question marked in it) there is no document: a plain chat turn.
 4. The last user message is the question; the user and assistant turns between the document and
-   the question are the history, which the answer reads (the latest turns, within
-   ``HISTORY_TOKENS``), and recall does not.
+   the question are the history, which the answer reads as the chat turns they were (the latest
+   turns, within ``HISTORY_TOKENS``, after the instructions as a system message), and recall does
+   not.
 """
 
 from __future__ import annotations
@@ -62,21 +63,26 @@ class Conversation:
     history: list[tuple[str, str]] = field(default_factory=list)
     """(role, text) of the user and assistant turns before the question, oldest first."""
 
-    def history_text(self, count_tokens: Callable[[str], int], limit: int = HISTORY_TOKENS) -> str:
-        """The instructions and the latest turns that fit in ``limit`` tokens, as the answer reads them."""
-        lines: list[str] = []
+    def messages(self, count_tokens: Callable[[str], int], limit: int = HISTORY_TOKENS) -> list[dict[str, str]]:
+        """What the answer reads before the question, as chat messages: the instructions (one
+        system message) and the latest turns that fit in ``limit`` tokens, starting with a user turn.
+
+        Chat turns, not a transcript in the question's text: a small model given "User: ..." lines
+        went on writing the transcript ("User: What is the pass key ...") instead of answering."""
+        turns: list[dict[str, str]] = []
         used = 0
         for role, text in reversed(self.history):
-            line = f"{'User' if role == 'user' else 'Assistant'}: {text.strip()}"
-            used += count_tokens(line)
-            if used > limit:
+            tokens = count_tokens(text)
+            if used + tokens > limit:
                 break
-            lines.insert(0, line)
-        head = [f"Instructions: {' '.join(i.strip() for i in self.instructions)}"] if self.instructions else []
-        if head and used + count_tokens(head[0]) > limit:
-            head = []
-        body = (["Earlier in this conversation:"] + lines) if lines else []
-        return "\n".join(head + body)
+            used += tokens
+            turns.insert(0, {"role": role, "content": text.strip()})
+        while turns and turns[0]["role"] != "user":
+            turns.pop(0)
+        system = " ".join(i.strip() for i in self.instructions)
+        if system and used + count_tokens(system) <= limit:
+            turns.insert(0, {"role": "system", "content": system})
+        return turns
 
 
 def split_question(turn: Turn) -> tuple[str, str] | None:
