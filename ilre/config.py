@@ -173,10 +173,6 @@ class AnswerConfig(Checked):
     max_new_tokens: int = setting(48, low=1)
     """Answer length cap; in the service, the length of an answer whose request gives no max_tokens,
     and the most a request may ask (docs/serving.md)."""
-    answer_precision: str = setting("model", choices=("model", "int8"))
-    """'model': the answer computed by the model in its own precision (what a covering budget must
-    equal); 'int8': by dynamic int8 copies of its linear maps (CPU, float32 weights only), about
-    2.5 times faster on 2 cores and not the model's own arithmetic (docs/parameters.md)."""
 
 
 @dataclass

@@ -44,7 +44,7 @@ class ILRe:
         """Where the model was loaded from (None: the embedded model, or a model passed in)."""
         self.decoder = arch.decoder_of(model)
         self.profile = profile.find(name, self.decoder.num_layers, model_dir)
-        self._shared: dict[str, Any] = {}  # the int8 copies: shared by with_config's copies
+        self._shared: dict[str, Any] = {}  # the int8 layer copies: shared by with_config's copies
         self._configure(config or ILReConfig(), recaller)
 
     def _configure(self, config: ILReConfig, recaller: Recaller | None = None) -> None:
@@ -93,16 +93,6 @@ class ILRe:
     def encoding(self) -> dict[str, Any]:
         """The settings that shape an encoding, as run here (``ILReConfig.encoding``)."""
         return self.config.encoding(self.prefill_precision)
-
-    @property
-    def answer_model(self):
-        """The model that writes the answer: the model itself, or its int8 copy (made once, on
-        first use) with ``answer_precision='int8'``."""
-        if self.config.answer_precision == "model":
-            return self.model
-        if "answer" not in self._shared:
-            self._shared["answer"] = quantize.int8_model(self.model)
-        return self._shared["answer"]
 
     def memory_needed(self, n_tokens: int) -> dict[str, int]:
         """Bytes a context of ``n_tokens`` tokens adds to the loaded model, by what holds them."""
@@ -212,7 +202,7 @@ class ILRe:
         prompt = assemble(before, encoded.tokens.ids, positions, asked,
                           self.template.encode_text(self.config.gap_marker))
         t0 = time.perf_counter()
-        text, new_ids = generate(self.answer_model, self.tokenizer, prompt, self.config.max_new_tokens, streamer, sampling)
+        text, new_ids = generate(self.model, self.tokenizer, prompt, self.config.max_new_tokens, streamer, sampling)
         return AnswerResult(answer=text, answer_tokens=new_ids.tolist(), spans=spans_of(encoded.tokens, positions, token_scores),
                             layer=self.config.layer, context_tokens=len(encoded.tokens),
                             recalled_tokens=positions.numel(), prompt_tokens=prompt.numel(),

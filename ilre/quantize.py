@@ -4,8 +4,7 @@ Retrieval needs the keys at l_R only to rank context tokens, not to reproduce th
 arithmetic, so the streaming prefill (and the query's pass to l_R, which must match it) may run
 its linear maps in int8: activations quantised on the fly (one scale per call), per-channel int8
 weights, torch's x86 kernels. The answer is always computed by the model itself, in its own
-dtype unless ``answer_precision='int8'`` asks for an int8 copy of the whole model
-(``int8_model``). docs/performance.md gives the measured speed-up and docs/parameters.md the recall
+dtype. docs/performance.md gives the measured speed-up and docs/parameters.md the recall
 measured against the exact prefill, which chose ``prefill_precision='auto'`` as the default.
 
 torch has marked its eager quantisation API as deprecated; where a build no longer offers it,
@@ -34,17 +33,6 @@ def int8_available() -> bool:
     return has_api and bool(engines & {"x86", "fbgemm"})
 
 
-def int8_problem(param: torch.Tensor) -> str | None:
-    """Why int8 copies of a model whose weights look like ``param`` cannot run here; None: they can."""
-    if param.device.type != "cpu":
-        return f"the model is on {param.device.type}, and the int8 kernels are for CPU"
-    if param.dtype != torch.float32:
-        return f"the model's weights are {str(param.dtype).removeprefix('torch.')}, int8 copies are made from float32"
-    if not int8_available():
-        return f"torch {torch.__version__} has no dynamic int8 linear kernels"
-    return None
-
-
 def resolve(precision: str, param: torch.Tensor) -> str:
     """'model' or 'int8' for a model whose weights look like ``param``.
 
@@ -54,7 +42,13 @@ def resolve(precision: str, param: torch.Tensor) -> str:
     """
     if precision == "model":
         return "model"
-    problem = int8_problem(param)
+    problem = None
+    if param.device.type != "cpu":
+        problem = f"the model is on {param.device.type}, and the int8 kernels are for CPU"
+    elif param.dtype != torch.float32:
+        problem = f"the model's weights are {str(param.dtype).removeprefix('torch.')}, int8 copies are made from float32"
+    elif not int8_available():
+        problem = f"torch {torch.__version__} has no dynamic int8 linear kernels"
     if problem is None:
         return "int8"
     if precision == "int8":
@@ -72,17 +66,3 @@ def int8_layers(layers: nn.ModuleList, upto: int) -> nn.ModuleList:
                   for layer in layers[: upto + 1]]
     log.info("made int8 copies of layers 0..%d for the streaming prefill", upto)
     return nn.ModuleList(copies)
-
-
-def int8_model(model: nn.Module) -> nn.Module:
-    """An int8 copy of the whole model for the answer (``answer_precision='int8'``); ValueError where
-    it cannot run. Decoding a token reads every weight once, so a quarter of the bytes is most of the
-    gain (docs/parameters.md)."""
-    if (problem := int8_problem(next(model.parameters()))) is not None:
-        raise ValueError(f"answer_precision='int8' cannot run: {problem}; use 'model'")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        copy = torch.ao.quantization.quantize_dynamic(model, {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
-                                                      inplace=False)
-    log.info("made an int8 copy of the model for the answer")
-    return copy

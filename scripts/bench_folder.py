@@ -45,7 +45,6 @@ def default_code_base() -> tuple[list[Path], list[str], list[str]]:
 
 
 def measure(ilre, folders: list[Path], include: list[str], questions: list[str], work: Path) -> dict:
-    from ilre import quantize
     from ilre.index.update import update
     from ilre.sources import read_sources
 
@@ -61,21 +60,14 @@ def measure(ilre, folders: list[Path], include: list[str], questions: list[str],
                build_s=row["read_s"] + row["encode_s"] + row["save_s"])
     encoded = None
     loaded, row["load_s"] = seconds(lambda: ilre.load_index(path))
-    times, finding, answers = [], [], []
+    times, finding = [], []
     for q in questions:
         result, s = seconds(lambda: ilre.answer(loaded, q))
         times.append(s)
         finding.append(result.timings["score"] + result.timings["recall"])
-        answers.append(result.answer)
         assert all(span.file for span in result.spans)
     row.update(questions=len(times), question_mean_s=sum(times) / len(times), question_max_s=max(times),
                recall_mean_s=sum(finding) / len(finding))
-    if quantize.int8_problem(ilre.decoder.embed.weight) is None:  # the same questions, answered in int8
-        int8 = ilre.with_config(answer_precision="int8")
-        int8.answer_model  # made once, before the clock
-        timed = [seconds(lambda: int8.answer(loaded, q)) for q in questions]
-        row.update(int8_question_mean_s=sum(s for _, s in timed) / len(timed), int8_question_max_s=max(s for _, s in timed),
-                   int8_same_answers=sum(r.answer == a for (r, _), a in zip(timed, answers)))
 
     # one file changes: the largest-but-one, so that the change is not the cheapest case
     changed = sorted(sources.files, key=lambda f: f.end - f.start)[-2]
@@ -146,10 +138,6 @@ def run(args: argparse.Namespace) -> int | None:
     print(f"question from the index: mean {r['question_mean_s']:.2f} s, max {r['question_max_s']:.2f} s "
           f"({r['questions']} questions; scoring and recall {r['recall_mean_s']:.2f} s of it, the rest the "
           f"answer); model load {load_model_s:.1f} s once per process")
-    if "int8_question_mean_s" in r:
-        print(f"the same questions with --answer-precision int8: mean {r['int8_question_mean_s']:.2f} s, max "
-              f"{r['int8_question_max_s']:.2f} s; the same answer as the model's in {r['int8_same_answers']} of "
-              f"{r['questions']}")
     print(f"one file changed ({r['changed_file']}): --update {r['update_s']:.1f} s ({r['change']}), full rebuild "
           f"{r['rebuild_s']:.1f} s: {r['update_share']:.2f} of it; the new function recalled: "
           f"{r['update_found_new_function']}")

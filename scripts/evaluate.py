@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = p.add_argument_group("model and budget (the same for every system)")
     cli.add_model_options(m)
-    cli.add_config_options(m, "budget", "max_new_tokens", "answer_precision")
+    cli.add_config_options(m, "budget", "max_new_tokens")
     m.add_argument("--max-context-tokens", type=cli.parse_length, default=None,
                    help="full context and SnapKV-style (O(L²) full prefills) are skipped above this many "
                         "context tokens; default: the preset's (quick 8K, full 16K)")

@@ -119,30 +119,3 @@ def test_default_chunk_follows_the_prefill_precision(tokenizer):
     assert chunk(prefill_precision="int8") == 128
     assert chunk(prefill_precision="model") == 512
     assert chunk(prefill_precision="int8", chunk_size=77) == chunk(prefill_precision="model", chunk_size=77) == 77
-
-
-@needs_int8
-def test_an_int8_answer_is_the_int8_copy_s_generate_and_the_model_is_left_alone(tokenizer):
-    """answer_precision='int8': the answer is what the int8 copy writes for the same prompt; the
-    model's own weights stay float32 and the default answer stays the model's."""
-    model = tiny_model("llama")
-    context = "The secret code is 4417. " + "Dogs bark at night; birds sing at dawn. " * 8
-    ilre = ILRe(model, tokenizer, ILReConfig(layer=LAYER, budget=10**6, max_new_tokens=8, answer_precision="int8"))
-    result = ilre.answer(context, "What is the code?")
-    copy = ilre.answer_model
-    assert copy is not model and isinstance(copy.model.layers[0].self_attn.q_proj, torch.ao.nn.quantized.dynamic.Linear)
-    assert ilre.with_config(budget=8).answer_model is copy  # made once, shared by with_config's copies
-    assert isinstance(model.model.layers[0].self_attn.q_proj, nn.Linear) and model.dtype == torch.float32
-    prompt = ilre.full_prompt_ids(context, "What is the code?")
-    with torch.inference_mode():
-        plain = copy.generate(prompt.view(1, -1), attention_mask=torch.ones(1, prompt.numel(), dtype=torch.long),
-                              max_new_tokens=8, do_sample=False, pad_token_id=1)
-    assert result.answer_tokens == stop_at_repeat(plain[0, prompt.numel():].tolist())
-    assert ilre.with_config(answer_precision="model").answer_model is model
-
-
-def test_an_int8_answer_where_it_cannot_run_names_the_reason(tokenizer):
-    model = tiny_model("llama").to(torch.bfloat16)
-    ilre = ILRe(model, tokenizer, ILReConfig(layer=LAYER, answer_precision="int8"))
-    with pytest.raises(ValueError, match="answer_precision='int8' cannot run: .*bfloat16.*use 'model'"):
-        ilre.answer_model
