@@ -238,7 +238,7 @@ class Runner:
                 sample.read_spans(positions))
 
     def _generate(self, prompt: torch.Tensor) -> str:
-        text, _ = generate(self.ilre.model, self.ilre.tokenizer, prompt, self.ilre.config.max_new_tokens)
+        text, _ = generate(self.ilre.answer_model, self.ilre.tokenizer, prompt, self.ilre.config.max_new_tokens)
         return text
 
     def _encoding(self, variant, task: Task, key: tuple):

@@ -68,6 +68,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("ilre-q", "ILRe (sentences, question tokens)", "ilre", {"query_tokens": "question"}),
     System("ilre-exact", "ILRe (sentences, exact prefill)", "ilre", {"prefill_precision": "model"}),
     System("ilre-int8", "ILRe (sentences, int8 prefill)", "ilre", {"prefill_precision": "int8"}),
+    System("ilre-a8", "ILRe (sentences, int8 answer steps)", "ilre", {"answer_precision": "int8"}),
     System("ilre-lagmem", "ILRe (sentences, LagKV memory 256)", "ilre", {"lag_memory": 256}),
     System("snapkv", "SnapKV-style", "snapkv", selector=SnapKVStyle(kernel=7, aggregate="votes")),
     System("snapkv-mean", "SnapKV-style (mean)", "snapkv", selector=SnapKVStyle(kernel=7, aggregate="mean")),

@@ -233,7 +233,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser, **defaults: Any) -> No
     add_model_options(parser.add_argument_group("model and device"))
     add_config_options(parser.add_argument_group("retrieval"), "layer", *RECALL, **defaults)
     add_config_options(parser.add_argument_group("streaming prefill"), *PREFILL, **defaults)
-    add_config_options(parser.add_argument_group("answer"), "max_new_tokens", **defaults)
+    add_config_options(parser.add_argument_group("answer"), "max_new_tokens", "answer_precision", **defaults)
 
 
 def add_context_option(group, required: bool = False) -> None:

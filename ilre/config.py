@@ -173,6 +173,10 @@ class AnswerConfig(Checked):
     max_new_tokens: int = setting(48, low=1)
     """Answer length cap; in the service, the length of an answer whose request gives no max_tokens,
     and the most a request may ask (docs/serving.md)."""
+    answer_precision: str = setting("model", choices=("model", "int8"))
+    """Linear maps of the answer's token-by-token steps: 'model' (the model's own weights) or 'int8'
+    (per-channel int8 weights and bfloat16 inputs, CPU only; the prompt is still read in the model's
+    precision). docs/performance.md gives its speed and its answers measured against 'model'."""
 
 
 @dataclass

@@ -103,6 +103,18 @@ class ILRe:
         """Where the keys of l_R of a context of ``n_tokens`` tokens are kept (``key_memory``)."""
         return footprint.key_device(self.config, self.device, self.memory_needed(n_tokens))
 
+    @property
+    def answer_model(self):
+        """The model that decodes answers: the model itself, or its int8 decoding copy (made once)."""
+        if self.config.answer_precision == "model":
+            return self.model
+        if self.device.type != "cpu" or not quantize.int8_weights_available():
+            raise ValueError(f"answer_precision='int8' needs the model on CPU and torch's weight-only int8 "
+                             f"kernel (torch {torch.__version__}, {self.device.type}); use 'model'")
+        if "answer" not in self._shared:
+            self._shared["answer"] = quantize.int8_decoding_copy(self.model)
+        return self._shared["answer"]
+
     def prefiller(self, progress: Progress = False, key_device: torch.device | None = None) -> StreamingPrefiller:
         """The streaming prefiller of this configuration (int8 layer copies made once, on first use)."""
         layers = None
@@ -202,7 +214,7 @@ class ILRe:
         prompt = assemble(before, encoded.tokens.ids, positions, asked,
                           self.template.encode_text(self.config.gap_marker))
         t0 = time.perf_counter()
-        text, new_ids = generate(self.model, self.tokenizer, prompt, self.config.max_new_tokens, streamer, sampling)
+        text, new_ids = generate(self.answer_model, self.tokenizer, prompt, self.config.max_new_tokens, streamer, sampling)
         return AnswerResult(answer=text, answer_tokens=new_ids.tolist(), spans=spans_of(encoded.tokens, positions, token_scores),
                             layer=self.config.layer, context_tokens=len(encoded.tokens),
                             recalled_tokens=positions.numel(), prompt_tokens=prompt.numel(),

@@ -119,3 +119,56 @@ def test_default_chunk_follows_the_prefill_precision(tokenizer):
     assert chunk(prefill_precision="int8") == 128
     assert chunk(prefill_precision="model") == 512
     assert chunk(prefill_precision="int8", chunk_size=77) == chunk(prefill_precision="model", chunk_size=77) == 77
+
+
+needs_int8_weights = pytest.mark.skipif(not quantize.int8_weights_available(),
+                                        reason="this torch build has no weight-only int8 kernel")
+
+
+@needs_int8_weights
+def test_int8_weight_linear_is_exact_on_long_steps_and_close_on_decoding_steps():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48, bias=True)
+    fast = quantize.Int8WeightLinear(linear)
+    long = torch.randn(2, quantize.DECODE_ROWS + 1, 64)
+    assert torch.equal(fast(long), linear(long))  # the prompt is read with the model's own weights
+    step = torch.randn(1, 1, 64)
+    approx, exact = fast(step), linear(step)
+    assert approx.shape == exact.shape == (1, 1, 48)
+    assert not torch.equal(approx, exact)  # really computed in int8
+    assert (approx - exact).abs().max() < 0.02 * exact.abs().max(), (approx - exact).abs().max()
+
+
+@needs_int8_weights
+def test_int8_decoding_copy_shares_the_weights_and_leaves_the_model_alone():
+    model = tiny_model("llama")
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    copy = quantize.int8_decoding_copy(model)
+    assert all(type(m) is nn.Linear for m in model.modules() if "Linear" in type(m).__name__)
+    assert not any(type(m) is nn.Linear for m in copy.modules())
+    params = {id(p) for p in model.parameters()}
+    assert all(id(p) in params for p in copy.parameters())  # no float weight is copied
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    ids = _ids(40).view(1, -1)
+    with torch.inference_mode():
+        exact = model(ids).logits[0, -1]
+        long = copy(ids).logits[0, -1]  # 40 tokens: the model's own weights
+        assert torch.equal(long, exact)
+
+
+@needs_int8_weights
+def test_answer_precision_int8_decodes_with_the_copy_made_once(tokenizer):
+    model = tiny_model("llama")
+    ilre = ILRe(model, tokenizer, ILReConfig(layer=LAYER, budget=16, max_new_tokens=6, answer_precision="int8"))
+    assert ilre.answer_model is ilre.answer_model is not model
+    assert ilre.with_config(answer_precision="model").answer_model is model
+    encoded = ilre.encode("Birds sing at dawn. " * 20)
+    result = ilre.answer(encoded, "When do birds sing?")
+    assert 1 <= len(result.answer_tokens) <= 6
+    assert ilre.with_config(answer_precision="int8").answer_model is ilre.answer_model  # shared by copies
+
+
+def test_answer_precision_int8_off_cpu_is_refused(tokenizer):
+    ilre = ILRe(tiny_model("llama").to("meta"), tokenizer, ILReConfig(layer=LAYER, answer_precision="int8"))
+    with pytest.raises(ValueError, match="answer_precision='int8' needs the model on CPU"):
+        ilre.answer_model
