@@ -64,7 +64,7 @@ class PrefillConfig(Checked):
     prefill_precision: str = setting("auto", choices=("auto", "model", "int8"))
     """Linear maps of the prefill and query pass to l_R: 'model' (the model's own weights, exact),
     'int8' (dynamic int8 copies, CPU only, ~3x faster), 'auto' (int8 on CPU with float32 weights,
-    else 'model'). The answer always runs in the model's own precision."""
+    else 'model'). The answer's precision is ``answer_precision``'s."""
     key_dtype: str = setting("float16", choices=("float16", "bfloat16", "float32"))
     """Precision in which the keys of l_R are kept for the whole context (in memory and in a saved
     index); they are scored in float32. float16 halves their memory with the same recall

@@ -108,9 +108,6 @@ class ILRe:
         """The model that decodes answers: the model itself, or its int8 decoding copy (made once)."""
         if self.config.answer_precision == "model":
             return self.model
-        if self.device.type != "cpu" or not quantize.int8_weights_available():
-            raise ValueError(f"answer_precision='int8' needs the model on CPU and torch's weight-only int8 "
-                             f"kernel (torch {torch.__version__}, {self.device.type}); use 'model'")
         if "answer" not in self._shared:
             self._shared["answer"] = quantize.int8_decoding_copy(self.model)
         return self._shared["answer"]

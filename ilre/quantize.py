@@ -3,8 +3,8 @@
 Retrieval needs the keys at l_R only to rank context tokens, not to reproduce the model's
 arithmetic, so the streaming prefill (and the query's pass to l_R, which must match it) may run
 its linear maps in int8: activations quantised on the fly (one scale per call), per-channel int8
-weights, torch's x86 kernels. The answer is always computed by the model itself, in its own
-dtype. docs/performance.md gives the measured speed-up and docs/parameters.md the recall
+weights, torch's x86 kernels. The answer is computed by the model itself, in its own dtype,
+unless ``answer_precision='int8'`` asks for ``int8_decoding_copy`` (below). docs/performance.md gives the measured speed-up and docs/parameters.md the recall
 measured against the exact prefill, which chose ``prefill_precision='auto'`` as the default.
 
 torch has marked its eager quantisation API as deprecated; where a build no longer offers it,
@@ -112,8 +112,14 @@ class Int8WeightLinear(nn.Module):
 
 
 def int8_decoding_copy(model: nn.Module) -> nn.Module:
-    """``model`` with every linear map an ``Int8WeightLinear``; its float parameters are shared."""
+    """``model`` with every linear map an ``Int8WeightLinear``; its float parameters are shared.
+    Refused (ValueError) off CPU or without the kernel."""
     import copy
+
+    device = next(model.parameters()).device
+    if device.type != "cpu" or not int8_weights_available():
+        raise ValueError(f"answer_precision='int8' needs the model on CPU and torch's weight-only int8 "
+                         f"kernel (torch {torch.__version__}, {device.type}); use 'model'")
 
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
     out = copy.deepcopy(model, shared)
