@@ -2,6 +2,9 @@
 build (read, encode, save, as ``python -m ilre.index --context FOLDER`` does), questions answered
 from it, and ``--update`` after one file changed (load, re-encode what changed, save) against a
 full rebuild. The folders are copied to a temporary folder first, so the change is made on the copy.
+Where the int8 answer can run (a CPU with torch's weight-only int8 kernel) the questions are asked
+under both answer precisions, one after the other in the same process, so their times are a
+side-by-side ratio.
 
     python scripts/bench_folder.py --threads 2     # the code base of evaluation/data/code_questions.json
     python scripts/bench_folder.py --context src/ --include '*.py' --threads 2
@@ -60,14 +63,8 @@ def measure(ilre, folders: list[Path], include: list[str], questions: list[str],
                build_s=row["read_s"] + row["encode_s"] + row["save_s"])
     encoded = None
     loaded, row["load_s"] = seconds(lambda: ilre.load_index(path))
-    times, finding = [], []
-    for q in questions:
-        result, s = seconds(lambda: ilre.answer(loaded, q))
-        times.append(s)
-        finding.append(result.timings["score"] + result.timings["recall"])
-        assert all(span.file for span in result.spans)
-    row.update(questions=len(times), question_mean_s=sum(times) / len(times), question_max_s=max(times),
-               recall_mean_s=sum(finding) / len(finding))
+    row["by_precision"] = {name: ask(pipeline, loaded, questions) for name, pipeline in precisions(ilre).items()}
+    row.update({k: v for k, v in row["by_precision"][ilre.config.answer_precision].items() if k != "answers"})
 
     # one file changes: the largest-but-one, so that the change is not the cheapest case
     changed = sorted(sources.files, key=lambda f: f.end - f.start)[-2]
@@ -92,6 +89,31 @@ def measure(ilre, folders: list[Path], include: list[str], questions: list[str],
     answer = ilre.answer(ilre.load_index(path), "What does the function added_for_the_benchmark return?")
     row["update_found_new_function"] = any("value * 7" in s.text for s in answer.spans)
     return row
+
+
+def precisions(ilre) -> dict:
+    """The pipeline under each answer precision this machine runs, by name."""
+    from ilre import quantize
+
+    if ilre.device.type != "cpu" or not quantize.int8_weights_available():
+        return {ilre.config.answer_precision: ilre}
+    return {p: ilre.with_config(answer_precision=p) for p in ("model", "int8")}
+
+
+def ask(ilre, loaded, questions: list[str]) -> dict:
+    """Each question answered from the index: times, and the answer's time per generated token."""
+    ilre.answer_model  # an int8 copy is made once per loaded model, not per question
+    times, finding, per_token, answers = [], [], [], []
+    for q in questions:
+        result, s = seconds(lambda: ilre.answer(loaded, q))
+        assert all(span.file for span in result.spans)
+        times.append(s)
+        finding.append(result.timings["score"] + result.timings["recall"])
+        per_token.append(result.timings["answer"] / max(1, len(result.answer_tokens)))
+        answers.append(result.answer)
+    return dict(questions=len(times), question_mean_s=sum(times) / len(times), question_max_s=max(times),
+                recall_mean_s=sum(finding) / len(finding), answer_ms_per_token=1e3 * sum(per_token) / len(per_token),
+                answers=answers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,9 +157,16 @@ def run(args: argparse.Namespace) -> int | None:
     print(f"folder: {r['files']} files, {r['bytes'] / 1e3:.0f} KB, {r['tokens']} tokens")
     print(f"index build {r['build_s']:.1f} s (read {r['read_s']:.1f}, encode {r['encode_s']:.1f}, save "
           f"{r['save_s']:.1f}); {r['index_mib']:.0f} MiB; load {r['load_s']:.2f} s")
-    print(f"question from the index: mean {r['question_mean_s']:.2f} s, max {r['question_max_s']:.2f} s "
+    print(f"question from the index ({ilre.config.answer_precision} answer): mean {r['question_mean_s']:.2f} s, max {r['question_max_s']:.2f} s "
           f"({r['questions']} questions; scoring and recall {r['recall_mean_s']:.2f} s of it, the rest the "
           f"answer); model load {load_model_s:.1f} s once per process")
+    if len(r["by_precision"]) > 1:
+        m, q = r["by_precision"]["model"], r["by_precision"]["int8"]
+        same = sum(a == b for a, b in zip(m["answers"], q["answers"]))
+        print(f"answer precision side by side: model mean {m['question_mean_s']:.2f} s, max {m['question_max_s']:.2f} s, "
+              f"{m['answer_ms_per_token']:.1f} ms a token; int8 mean {q['question_mean_s']:.2f} s, max "
+              f"{q['question_max_s']:.2f} s, {q['answer_ms_per_token']:.1f} ms a token "
+              f"({m['answer_ms_per_token'] / q['answer_ms_per_token']:.2f}x); {same} of {len(m['answers'])} answers the same")
     print(f"one file changed ({r['changed_file']}): --update {r['update_s']:.1f} s ({r['change']}), full rebuild "
           f"{r['rebuild_s']:.1f} s: {r['update_share']:.2f} of it; the new function recalled: "
           f"{r['update_found_new_function']}")
