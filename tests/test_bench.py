@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_model, tiny_tokenizer
-from ilre import cli
+from ilre import cli, quantize
 from evaluation import bench_measure as measure, bench_report as report
 from evaluation.flops import keys_attended, prefill_flops
 from ilre.prefiller import StreamingPrefiller
@@ -227,6 +227,16 @@ def test_folder_benchmark_indexes_asks_and_updates(tiny_model_dir, tmp_path):
     assert row["change"].startswith("1 changed, 0 added, 0 removed") and 0 < row["update_tokens"] < row["tokens"]
     assert {p.name: p.read_text() for p in src.iterdir()} == before
     assert "update_share" in run.stdout or "of it" in run.stdout
+    if quantize.int8_weights_available():  # the answer's two precisions, side by side
+        assert set(row["by_precision"]) == {"model", "int8"} and "answer precision side by side" in run.stdout
+        assert all(r["answer_ms_per_token"] > 0 for r in row["by_precision"].values())
+
+
+def test_recall_tuning_refuses_a_setting_that_is_not_a_field():
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "tune_recall.py"), "--setting", "close_passage=0.5"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode != 0 and "not FIELD=VALUE of an ILReConfig field" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_load_run_counts_every_request_and_samples_memory(tiny_model_dir, tmp_path):
