@@ -64,7 +64,6 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("ilre-nohops", "ILRe (sentences, no hops)", "ilre", {"hops": 0}),
     System("ilre-p1", "ILRe (passages: each sentence with one on each side)", "ilre", {"passage": 1}),
     System("ilre-nolp", "ILRe (no passage read first by its words)", "ilre", {"lexical_passage": 0}),
-    System("ilre-cp", "ILRe (close passages read first too, 0.5)", "ilre", {"close_passages": 0.5}),
     System("ilre-nocut", "ILRe (sentences, no cut)", "ilre", {"unit_cut": 0.0}),
     System("ilre-q", "ILRe (sentences, question tokens)", "ilre", {"query_tokens": "question"}),
     System("ilre-exact", "ILRe (sentences, exact prefill)", "ilre", {"prefill_precision": "model"}),

@@ -130,10 +130,6 @@ class SentenceRecallConfig(Checked):
     """Tokens of consecutive whole sentences read first, as one passage: the one whose words match
     the question best by BM25, as retrieval-augmented generation reads; attention and words choose
     the rest of the budget. 0: none. Sentence recall only (docs/parameters.md)."""
-    close_passages: float = setting(0.0, low=0, below=1)
-    """Other passages read first after the best one, best first, while they fit in half the budget:
-    those whose BM25 match is at least this share of the best one's. When the words single out no
-    passage (a question worded unlike its answer), the reader gets several. 0: the best only."""
     passage: int = setting(0, low=0)
     """Sentences on each side taken right after each sentence chosen, while they fit: the reader
     gets passages rather than lone sentences (an answer often sits beside the sentence that matches

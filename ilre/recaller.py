@@ -47,10 +47,6 @@ LOOKALIKE_OVERLAP = 0.5
 sentence that matched best is a look-alike (a list's next line, another key's needle) and is
 left out: prose sentences share a few words, a list's lines most of theirs."""
 
-CLOSE_PASSAGES_SHARE = 0.5
-"""Share of the budget that the passages read first (``close_passages``) may fill together: the
-rest is left to the sentences that attention and words choose."""
-
 
 def whole_context(length: int, budget: int) -> torch.Tensor | None:
     """All ``length`` positions when the budget covers the context, else None.
@@ -182,9 +178,7 @@ class UnitRecaller(SentenceRecallConfig):
         """The units of the passage of at most ``lexical_passage`` tokens whose words match the
         question best (the first such in text order), without look-alikes of its best-matching unit
         (``LOOKALIKE_OVERLAP``) and units of common words only (filler that draws a small reader
-        away from the answer); none when no word matches or it does not fit. With ``close_passages``,
-        the passages whose match comes within that share of the best one's follow it, best first,
-        each cleaned the same way, while they fit in ``CLOSE_PASSAGES_SHARE`` of the budget."""
+        away from the answer); none when no word matches or it does not fit."""
         if not self.lexical_passage:
             return []
         firsts = units.groups(self.lexical_passage)
@@ -192,20 +186,12 @@ class UnitRecaller(SentenceRecallConfig):
         scores = passages.scores(question)
         if not scores.numel() or float(scores.max()) <= 0:
             return []
-        own = lexical.own_scores(question)
-        sizes = units.ends - units.starts
-        order = torch.argsort(scores, descending=True, stable=True).tolist()
-        close = [g for g in order[1:] if self.close_passages and scores[g] >= self.close_passages * scores[order[0]]]
-        chosen: list[int] = []
-        for g in [order[0], *close]:
-            passage = list(range(firsts[g], firsts[g + 1] if g + 1 < len(firsts) else len(units)))
-            anchor = passage[int(torch.argmax(own[passage]))]
-            passage = [u for u in passage if u == anchor or (lexical.overlap(u, anchor) <= LOOKALIKE_OVERLAP
-                                                             and lexical.says_something(u, passages))]
-            if int(sizes[chosen + passage].sum()) > (budget if not chosen else CLOSE_PASSAGES_SHARE * budget):
-                break
-            chosen += passage
-        return chosen
+        g = int(torch.argmax(scores))
+        passage = list(range(firsts[g], firsts[g + 1] if g + 1 < len(firsts) else len(units)))
+        anchor = passage[int(torch.argmax(lexical.own_scores(question)[passage]))]
+        passage = [u for u in passage if u == anchor or (lexical.overlap(u, anchor) <= LOOKALIKE_OVERLAP
+                                                         and lexical.says_something(u, passages))]
+        return passage if int((units.ends[passage] - units.starts[passage]).sum()) <= budget else []
 
     def choose(self, unit_scores: torch.Tensor, units: TextUnits, budget: int,
                candidates: torch.Tensor | None = None, first: list[int] = ()) -> list[int]:

@@ -230,17 +230,3 @@ def test_filler_of_common_words_is_left_out_of_the_passage(ilre):
 def test_says_something_is_false_for_a_unit_of_common_words_only():
     lexical = LexicalIndex.of(["the sky is blue", "the sky is blue", "the key is 48213", "the sky is blue"], 0)
     assert [lexical.says_something(u, lexical) for u in range(4)] == [False, False, True, False]
-
-
-CLOSE = ("Ellis kept the lighthouse logbook. " + "Fishing boats came home at dusk. " * 12
-         + "A storm soaked the lighthouse logbook. " + "Fishing boats came home at dusk. " * 12
-         + "Gulls nested on the pier. " + "Fishing boats came home at dusk. " * 12)
-
-
-def test_close_passages_are_read_after_the_best_and_far_ones_are_not(ilre):
-    question = "Who kept the lighthouse logbook?"
-    best_only = _passage_read(ilre, CLOSE, question, lexical_passage=32)
-    assert "Ellis" in best_only and "storm" not in best_only
-    close = _passage_read(ilre, CLOSE, question, lexical_passage=32, close_passages=0.3)
-    assert "Ellis" in close and "storm" in close and "Gulls" not in close  # "the" alone is far below
-    assert "storm" not in _passage_read(ilre, CLOSE, question, lexical_passage=32, close_passages=0.95)
