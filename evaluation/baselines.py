@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ilre import arch
-from ilre.answerer import cut_repeat, repeats
+from ilre.answerer import cut_repeat, repeats, token_words
 from ilre.prompt import ContextTokens, assemble, contiguous_runs, tokenize_context
 from ilre.lexical import words
 from ilre.recaller import pool, whole_context
@@ -366,9 +366,9 @@ def greedy_continue(model: torch.nn.Module, tokenizer, cache, last_logits: torch
     """Greedy decoding from a prefilled cache: the same tokens ``answerer.generate`` would give."""
     device = next(model.parameters()).device
     stop = eos_ids(model, tokenizer)
-    new = [int(last_logits.argmax())]
-    while new[-1] not in stop and len(new) < max_new_tokens and not repeats(new):
+    new, key = [int(last_logits.argmax())], token_words(tokenizer)
+    while new[-1] not in stop and len(new) < max_new_tokens and not repeats(new, key=key):
         out = model(input_ids=torch.tensor([[new[-1]]], device=device), past_key_values=cache, use_cache=True)
         new.append(int(out.logits[0, -1].argmax()))
-    ids = torch.tensor(cut_repeat(new), dtype=torch.long)
+    ids = torch.tensor(cut_repeat(new, key=key), dtype=torch.long)
     return tokenizer.decode(ids, skip_special_tokens=True).strip(), ids

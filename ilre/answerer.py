@@ -2,13 +2,14 @@
 
 A small model that cannot find its answer often loops ("The answer is: The answer is: ...")
 until the length cap. Decoding stops as soon as the answer repeats a run of ``REPEAT_NGRAM``
-tokens it has already written, and the repeated run is cut off: the reader gets the answer
-once, and no time is spent on the loop. ``Sampling`` asks for sampled decoding and stop strings
+tokens it has already written (tokens compared by their words, so " The" repeats "The"), and the
+repeated run is cut off: the reader gets the answer once, and no time is spent on the loop. ``Sampling`` asks for sampled decoding and stop strings
 instead (what OpenAI's API calls temperature, top_p, seed and stop).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,23 +20,41 @@ REPEAT_NGRAM = 8
 numbers or names never repeats that much by chance, a loop repeats it within two turns."""
 
 
-def repeats(ids: list[int], n: int = REPEAT_NGRAM) -> bool:
-    """True when the last ``n`` ids already occur earlier in ``ids`` (overlaps included)."""
+Key = Callable[[int], object]
+"""What a token counts as when runs are compared (see ``token_words``); None: the id itself."""
+
+
+def token_words(tokenizer) -> Key:
+    """A key per token id: its text without surrounding whitespace, so that a loop that starts again
+    with " The" where the answer began with "The" is seen from that word, and cut with it."""
+    texts: dict[int, str] = {}
+
+    def key(i: int) -> str:
+        if i not in texts:
+            texts[i] = tokenizer.decode([i]).strip()
+        return texts[i]
+    return key
+
+
+def repeats(ids: list[int], n: int = REPEAT_NGRAM, key: Key | None = None) -> bool:
+    """True when the last ``n`` ids already occur earlier in ``ids`` (overlaps included), compared by ``key``."""
     if len(ids) <= n:
         return False
+    if key is not None:
+        ids = [key(i) for i in ids]
     tail = ids[-n:]
     return any(ids[i:i + n] == tail for i in range(len(ids) - n))
 
 
-def cut_repeat(ids: list[int], n: int = REPEAT_NGRAM) -> list[int]:
+def cut_repeat(ids: list[int], n: int = REPEAT_NGRAM, key: Key | None = None) -> list[int]:
     """``ids`` without the run of ``n`` that repeated, when decoding stopped on a repeat."""
-    return ids[:-n] if repeats(ids, n) else ids
+    return ids[:-n] if repeats(ids, n, key) else ids
 
 
-def stop_at_repeat(ids: list[int], n: int = REPEAT_NGRAM) -> list[int]:
+def stop_at_repeat(ids: list[int], n: int = REPEAT_NGRAM, key: Key | None = None) -> list[int]:
     """What decoding with the repeat stop keeps of ``ids``, a greedy answer decoded without it."""
     for k in range(n + 1, len(ids) + 1):
-        if repeats(ids[:k], n):
+        if repeats(ids[:k], n, key):
             return ids[:k - n]
     return ids
 
@@ -81,12 +100,11 @@ class _StopOnText(StoppingCriteria):
 
 
 class _StopOnRepeat(StoppingCriteria):
-    def __init__(self, prompt_length: int, n: int = REPEAT_NGRAM):
-        self.prompt_length = prompt_length
-        self.n = n
+    def __init__(self, prompt_length: int, key: Key, n: int = REPEAT_NGRAM):
+        self.prompt_length, self.key, self.n = prompt_length, key, n
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        done = [repeats(row[self.prompt_length:].tolist(), self.n) for row in input_ids]
+        done = [repeats(row[self.prompt_length:].tolist(), self.n, self.key) for row in input_ids]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -107,12 +125,13 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, st
         eos_token_id=eos_ids(model, tokenizer),
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
-    stops = [_StopOnRepeat(ids.shape[1])] + ([_StopOnText(tokenizer, ids.shape[1], sampling)] if sampling.stop else [])
+    key = token_words(tokenizer)
+    stops = [_StopOnRepeat(ids.shape[1], key)] + ([_StopOnText(tokenizer, ids.shape[1], sampling)] if sampling.stop else [])
     if sampled and sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config, streamer=streamer,
                          stopping_criteria=StoppingCriteriaList(stops))
-    new = torch.tensor(cut_repeat(out[0, ids.shape[1]:].tolist()), dtype=torch.long)
+    new = torch.tensor(cut_repeat(out[0, ids.shape[1]:].tolist(), key=key), dtype=torch.long)
     return sampling.cut(tokenizer.decode(new, skip_special_tokens=True)).strip(), new
 
 
@@ -142,6 +161,7 @@ class AnswerStream:
 
     def __init__(self, tokenizer, on_text, cancelled=None, sampling: Sampling = GREEDY):
         self.tokenizer, self.on_text, self.cancelled, self.sampling = tokenizer, on_text, cancelled, sampling
+        self.key = token_words(tokenizer)
         self.ids: list[int] = []
         self.sent = ""
         self._prompt = True
@@ -156,7 +176,7 @@ class AnswerStream:
         self._release(self.ids[:-REPEAT_NGRAM] if len(self.ids) > REPEAT_NGRAM else [])
 
     def end(self) -> None:
-        self._release(cut_repeat(self.ids), final=True)
+        self._release(cut_repeat(self.ids, key=self.key), final=True)
 
     def _release(self, ids: list[int], final: bool = False) -> None:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)

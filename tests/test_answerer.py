@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import tiny_model
-from ilre.answerer import REPEAT_NGRAM, generate, repeats, stop_at_repeat
+from ilre.answerer import REPEAT_NGRAM, generate, repeats, stop_at_repeat, token_words
 
 N = REPEAT_NGRAM
 
@@ -15,6 +15,22 @@ N = REPEAT_NGRAM
 def test_a_loop_is_cut_after_its_first_turn():
     loop = [5, 6, 7, 8]  # "The answer is:" over and over
     assert stop_at_repeat([1, 2] + loop * 6) == [1, 2] + loop
+
+
+def test_a_loop_that_starts_again_with_a_spaced_word_is_cut_from_that_word():
+    """ "The pass key is 388376. The pass key is ..." begins with "The" and loops with " The": two
+    ids, one word. Compared by id the cut would leave the answer ending in " The"."""
+    run = list(range(1, N + 1))
+    ids = [100] + run + [101] + run
+    words = {100: "The", 101: "The"}.get
+    assert stop_at_repeat(ids) == [100] + run + [101]
+    assert stop_at_repeat(ids, key=lambda i: words(i, i)) == [100] + run
+
+
+def test_token_words_are_the_tokens_text_without_whitespace(tokenizer):
+    key = token_words(tokenizer)
+    space, t, newline = (tokenizer(c, add_special_tokens=False)["input_ids"][-1] for c in (" ", "T", "\n"))
+    assert key(t) == "T" and key(space) == key(newline) == ""
 
 
 def test_an_answer_without_a_repeated_run_is_kept_whole():
@@ -36,5 +52,5 @@ def test_generate_stops_on_a_loop_and_matches_plain_greedy_before_it(tokenizer):
     with torch.inference_mode():
         plain = model.generate(prompt.view(1, -1), attention_mask=torch.ones(1, prompt.numel(), dtype=torch.long),
                                max_new_tokens=64, do_sample=False, pad_token_id=1)[0, prompt.numel():].tolist()
-    assert ids.tolist() == stop_at_repeat(plain)
+    assert ids.tolist() == stop_at_repeat(plain, key=token_words(tokenizer))
     assert len(ids) < len(plain)  # this model does loop: the test saw the stop at work

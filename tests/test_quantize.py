@@ -8,7 +8,7 @@ from torch import nn
 
 from conftest import tiny_model
 from ilre import quantize
-from ilre.answerer import stop_at_repeat
+from ilre.answerer import stop_at_repeat, token_words
 from ilre.config import ILReConfig
 from ilre.pipeline import ILRe
 from ilre.prefiller import StreamingPrefiller
@@ -93,7 +93,7 @@ def test_int8_prefill_with_covering_budget_is_still_plain_generate(tokenizer):
     with torch.inference_mode():
         plain = model.generate(prompt.view(1, -1), attention_mask=torch.ones(1, prompt.numel(), dtype=torch.long),
                                max_new_tokens=8, do_sample=False, pad_token_id=1)
-    assert result.answer_tokens == stop_at_repeat(plain[0, prompt.numel():].tolist())
+    assert result.answer_tokens == stop_at_repeat(plain[0, prompt.numel():].tolist(), key=token_words(tokenizer))
 
 
 @needs_int8
