@@ -3,8 +3,9 @@
 A small model that cannot find its answer often loops ("The answer is: The answer is: ...")
 until the length cap. Decoding stops as soon as the answer repeats a run of ``REPEAT_NGRAM``
 tokens it has already written (tokens compared by their words, so " The" repeats "The"), and the
-repeated run is cut off: the reader gets the answer once, and no time is spent on the loop. ``Sampling`` asks for sampled decoding and stop strings
-instead (what OpenAI's API calls temperature, top_p, seed and stop).
+repeated run is cut off: the reader gets the answer once, and no time is spent on the loop.
+``Sampling`` asks for sampled decoding and stop strings instead (what OpenAI's API calls
+temperature, top_p, seed and stop).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def token_words(tokenizer) -> Key:
 
 
 def repeats(ids: list[int], n: int = REPEAT_NGRAM, key: Key | None = None) -> bool:
-    """True when the last ``n`` ids already occur earlier in ``ids`` (overlaps included), compared by ``key``."""
+    """True when the last ``n`` ids already occur earlier in ``ids`` (overlaps included), compared
+    by ``key``."""
     if len(ids) <= n:
         return False
     if key is not None:
@@ -65,6 +67,7 @@ class Sampling:
     that end the answer where they first appear (not included)."""
 
     temperature: float = 0.0
+    """0 (or below ``GREEDY_BELOW``): greedy."""
     top_p: float = 1.0
     seed: int | None = None
     """Makes a sampled answer repeatable (the same seed, prompt and model give the same answer)."""
@@ -83,6 +86,15 @@ class Sampling:
         ends = [i for i in (text.find(s) for s in self.stop) if i >= 0]
         return text[:min(ends)] if ends else text
 
+
+    @property
+    def sampled(self) -> bool:
+        return self.temperature >= GREEDY_BELOW
+
+
+GREEDY_BELOW = 1e-5
+"""Temperatures below this decode greedily, as vLLM does: logits divided by 1e-260 overflow to inf
+and sampling fails, and a temperature that small is greedy in all but name."""
 
 GREEDY = Sampling()
 
@@ -115,7 +127,7 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, st
     otherwise, loops cut off, and cut at a stop string."""
     device = next(model.parameters()).device
     ids = prompt_ids.view(1, -1).to(device)
-    sampled = sampling.temperature > 0
+    sampled = sampling.sampled
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=sampled,

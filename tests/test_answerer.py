@@ -54,3 +54,13 @@ def test_generate_stops_on_a_loop_and_matches_plain_greedy_before_it(tokenizer):
                                max_new_tokens=64, do_sample=False, pad_token_id=1)[0, prompt.numel():].tolist()
     assert ids.tolist() == stop_at_repeat(plain, key=token_words(tokenizer))
     assert len(ids) < len(plain)  # this model does loop: the test saw the stop at work
+
+
+def test_a_temperature_too_small_to_sample_with_decodes_greedily(tokenizer):
+    """Logits divided by 1e-260 overflow: sampling would fail, so such a temperature is greedy."""
+    from ilre.answerer import Sampling
+
+    model = tiny_model("llama")
+    prompt = torch.tensor(tokenizer("ab ab", add_special_tokens=False)["input_ids"])
+    tiny = generate(model, tokenizer, prompt, 8, sampling=Sampling(temperature=1e-260, seed=1))
+    assert tiny[1].tolist() == generate(model, tokenizer, prompt, 8)[1].tolist()

@@ -53,3 +53,26 @@ def test_a_template_without_a_system_role_gets_the_instructions_in_the_first_use
         tokenizer.apply_chat_template(history, tokenize=False)
     text = tiny_tokenizer(chat=False).decode(PromptTemplate(tokenizer).chat_ids("Again?", history))
     assert text == "[user] Be brief.\n\nHi?\n[assistant] Hello.\n[user] Again?\n[assistant] "
+
+
+DOC = "The harbour master keeps the tide tables in the blue cabinet."
+
+
+def test_empty_content_parts_are_not_the_question():
+    """The question is the last part that says something; an empty last part made it empty (a 500)."""
+    from ilre.serve.conversation import Turn, read_conversation
+
+    talk = read_conversation([Turn("user", [DOC, "Where are the tide tables?", "", "  "])])
+    assert talk.question == "Where are the tide tables?" and talk.document == DOC
+
+
+@pytest.mark.parametrize("parts", [[""], ["", "  "], [DOC + "\nQuestion:   "]])
+def test_a_message_without_a_question_is_refused_or_read_whole(parts):
+    from ilre.serve.conversation import NO_QUESTION, Turn, read_conversation
+
+    if not "".join(parts).strip():
+        with pytest.raises(ValueError, match=NO_QUESTION):
+            read_conversation([Turn("user", parts)])
+    else:  # a marker with nothing after it: no split, the message is one plain turn
+        talk = read_conversation([Turn("user", parts)])
+        assert talk.question.strip() and talk.document == ""

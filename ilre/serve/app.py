@@ -378,7 +378,8 @@ def create_app(service: Service, grace: float = 30.0) -> FastAPI:
             raise HTTPException(404, f"no context {context_id}")
         return {"id": context_id, "object": "context.deleted", "deleted": True}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses={200: {"content": {"text/event-stream": {}}, "description":
+                                                       "the completion; with stream, its chunks as server-sent events"}})
     async def chat(body: ChatRequest, request: Request):
         if body.model not in (MODEL_ID, ilre.name):
             raise HTTPException(404, f"the model {body.model!r} does not exist here: use {MODEL_ID!r} (GET /v1/models)")

@@ -38,6 +38,7 @@ _ANSWERED = re.compile(r"^[ \t]*(?:a|answer)[ \t]*:[ \t]*\S", re.IGNORECASE | re
 MAX_QUESTION_CHARS = 2000
 """A marked "question" longer than this, or one answered in the text after it (a FAQ's "Q: ... A: ..."),
 is part of the document."""
+NO_QUESTION = "no question: the last user message must hold it"
 MIN_DOCUMENT_CHARS = 20
 """A document part shorter than this is no document: "Q: ..." alone is a question."""
 
@@ -86,15 +87,17 @@ class Conversation:
 
 
 def split_question(turn: Turn) -> tuple[str, str] | None:
-    """(document, question) of a message that holds both, else None."""
-    if len(turn.parts) > 1 and len("\n\n".join(turn.parts[:-1]).strip()) >= MIN_DOCUMENT_CHARS:
-        return "\n\n".join(turn.parts[:-1]), turn.parts[-1]
+    """(document, question) of a message that holds both, else None. Empty content parts are not
+    parts: the question is the last part that says something."""
+    parts = [p for p in turn.parts if p.strip()]
+    if len(parts) > 1 and len("\n\n".join(parts[:-1]).strip()) >= MIN_DOCUMENT_CHARS:
+        return "\n\n".join(parts[:-1]), parts[-1].strip()
     text = turn.text
     markers = list(_MARKER.finditer(text))
     if not markers or len(text[:markers[-1].start()].strip()) < MIN_DOCUMENT_CHARS:
         return None
     document, question = text[:markers[-1].start()], _ANSWER_CUE.sub("", text[markers[-1].end():])
-    if len(question) > MAX_QUESTION_CHARS or _ANSWERED.search(question):
+    if not question.strip() or len(question) > MAX_QUESTION_CHARS or _ANSWERED.search(question):
         return None
     framed = _FRAME.match(document)
     return (framed["doc"] if framed else document).strip(), question.strip()
@@ -105,8 +108,8 @@ def read_conversation(turns: list[Turn], context_id: bool = False) -> Conversati
     instructions = [t.text for t in turns if t.role in ("system", "developer") and t.text.strip()]
     talk = [t for t in turns if t.role in ("user", "assistant")]
     users = [i for i, t in enumerate(talk) if t.role == "user"]
-    if not users or not talk[users[-1]].text.strip():
-        raise ValueError("no question: the last user message must hold it")
+    if not users:
+        raise ValueError(NO_QUESTION)
     document, first = "", 0
     history = [(t.role, t.text) for t in talk]
     if not context_id:
@@ -118,4 +121,6 @@ def read_conversation(turns: list[Turn], context_id: bool = False) -> Conversati
         elif len(users) > 1:
             document, first = talk[users[0]].text, users[0] + 1
     *before, (_, question) = history[first:users[-1] + 1]
+    if not question.strip():
+        raise ValueError(NO_QUESTION)
     return Conversation(question.strip(), document, instructions, [(r, t) for r, t in before if t.strip()])
