@@ -86,9 +86,9 @@ class Sampling:
         ends = [i for i in (text.find(s) for s in self.stop) if i >= 0]
         return text[:min(ends)] if ends else text
 
-
     @property
     def sampled(self) -> bool:
+        """Whether the answer is sampled: greedy below ``GREEDY_BELOW``."""
         return self.temperature >= GREEDY_BELOW
 
 
@@ -138,7 +138,9 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, st
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
     key = token_words(tokenizer)
-    stops = [_StopOnRepeat(ids.shape[1], key)] + ([_StopOnText(tokenizer, ids.shape[1], sampling)] if sampling.stop else [])
+    stops = [_StopOnRepeat(ids.shape[1], key)]
+    if sampling.stop:
+        stops.append(_StopOnText(tokenizer, ids.shape[1], sampling))
     if sampled and sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config, streamer=streamer,

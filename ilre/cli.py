@@ -153,8 +153,8 @@ def field_docs() -> dict[str, str]:
     return docs
 
 
-def _type(f: Field) -> tuple[Callable[[str], Any], str | None]:
-    """The argparse type and metavar of a field, from its annotation and range."""
+def field_type(f: Field) -> tuple[Callable[[str], Any], str | None]:
+    """The argparse type and metavar of a config field, from its annotation and range."""
     annotation, low = str(f.type), f.metadata.get("low")
     if annotation.startswith("tuple[int"):
         return listed(int, 1), "N,N,..."
@@ -185,7 +185,7 @@ def add_config_options(group, *names: str, **defaults: Any) -> None:
         help_text = doc[:1].lower() + doc[1:] if doc[1:2].islower() else doc
         if default is not None:
             help_text += f"; default: {_shown(default)}"
-        kind, metavar = _type(by_name[name])
+        kind, metavar = field_type(by_name[name])
         group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=metavar,
                            choices=by_name[name].metadata.get("choices"), default=default, help=help_text)
 

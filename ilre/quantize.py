@@ -4,8 +4,9 @@ Retrieval needs the keys at l_R only to rank context tokens, not to reproduce th
 arithmetic, so the streaming prefill (and the query's pass to l_R, which must match it) may run
 its linear maps in int8: activations quantised on the fly (one scale per call), per-channel int8
 weights, torch's x86 kernels. The answer is computed by the model itself, in its own dtype,
-unless ``answer_precision='int8'`` asks for ``int8_decoding_copy`` (below). docs/performance.md gives the measured speed-up and docs/parameters.md the recall
-measured against the exact prefill, which chose ``prefill_precision='auto'`` as the default.
+unless ``answer_precision='int8'`` asks for ``int8_decoding_copy`` (below). docs/performance.md
+gives the measured speed-up and docs/parameters.md the recall measured against the exact prefill,
+which chose ``prefill_precision='auto'`` as the default.
 
 torch has marked its eager quantisation API as deprecated; where a build no longer offers it,
 'auto' falls back to the exact prefill with a log message and 'int8' raises a clear error.
@@ -78,6 +79,11 @@ def int8_weights_available() -> bool:
     return hasattr(torch.ops.aten, "_weight_int8pack_mm")
 
 
+def int8_decoding_runs_on(device: torch.device) -> bool:
+    """Whether ``int8_decoding_copy`` can run a model on ``device``: a CPU, and the kernel."""
+    return device.type == "cpu" and int8_weights_available()
+
+
 def bfloat16_at_least(x: torch.Tensor) -> torch.Tensor:
     """``x`` (positive, float32) rounded up to bfloat16: the kernel's scales are bfloat16, and the
     weights are rounded against the scale it will use, so that the only error is int8's rounding."""
@@ -117,7 +123,7 @@ def int8_decoding_copy(model: nn.Module) -> nn.Module:
     import copy
 
     device = next(model.parameters()).device
-    if device.type != "cpu" or not int8_weights_available():
+    if not int8_decoding_runs_on(device):
         raise ValueError(f"answer_precision='int8' needs the model on CPU and torch's weight-only int8 "
                          f"kernel (torch {torch.__version__}, {device.type}); use 'model'")
 

@@ -95,7 +95,7 @@ def precisions(ilre) -> dict:
     """The pipeline under each answer precision this machine runs, by name."""
     from ilre import quantize
 
-    if ilre.device.type != "cpu" or not quantize.int8_weights_available():
+    if not quantize.int8_decoding_runs_on(ilre.device):
         return {ilre.config.answer_precision: ilre}
     return {p: ilre.with_config(answer_precision=p) for p in ("model", "int8")}
 
@@ -112,8 +112,8 @@ def ask(ilre, loaded, questions: list[str]) -> dict:
         per_token.append(result.timings["answer"] / max(1, len(result.answer_tokens)))
         answers.append(result.answer)
     return dict(questions=len(times), question_mean_s=sum(times) / len(times), question_max_s=max(times),
-                recall_mean_s=sum(finding) / len(finding), answer_ms_per_token=1e3 * sum(per_token) / len(per_token),
-                answers=answers)
+                recall_mean_s=sum(finding) / len(finding),
+                answer_ms_per_token=1e3 * sum(per_token) / len(per_token), answers=answers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,16 +157,18 @@ def run(args: argparse.Namespace) -> int | None:
     print(f"folder: {r['files']} files, {r['bytes'] / 1e3:.0f} KB, {r['tokens']} tokens")
     print(f"index build {r['build_s']:.1f} s (read {r['read_s']:.1f}, encode {r['encode_s']:.1f}, save "
           f"{r['save_s']:.1f}); {r['index_mib']:.0f} MiB; load {r['load_s']:.2f} s")
-    print(f"question from the index ({ilre.config.answer_precision} answer): mean {r['question_mean_s']:.2f} s, max {r['question_max_s']:.2f} s "
+    print(f"question from the index ({ilre.config.answer_precision} answer): mean {r['question_mean_s']:.2f} s, "
+          f"max {r['question_max_s']:.2f} s "
           f"({r['questions']} questions; scoring and recall {r['recall_mean_s']:.2f} s of it, the rest the "
           f"answer); model load {load_model_s:.1f} s once per process")
     if len(r["by_precision"]) > 1:
         m, q = r["by_precision"]["model"], r["by_precision"]["int8"]
         same = sum(a == b for a, b in zip(m["answers"], q["answers"]))
-        print(f"answer precision side by side: model mean {m['question_mean_s']:.2f} s, max {m['question_max_s']:.2f} s, "
-              f"{m['answer_ms_per_token']:.1f} ms a token; int8 mean {q['question_mean_s']:.2f} s, max "
-              f"{q['question_max_s']:.2f} s, {q['answer_ms_per_token']:.1f} ms a token "
-              f"({m['answer_ms_per_token'] / q['answer_ms_per_token']:.2f}x); {same} of {len(m['answers'])} answers the same")
+        print(f"answer precision side by side: model mean {m['question_mean_s']:.2f} s, max "
+              f"{m['question_max_s']:.2f} s, {m['answer_ms_per_token']:.1f} ms a token; int8 mean "
+              f"{q['question_mean_s']:.2f} s, max {q['question_max_s']:.2f} s, {q['answer_ms_per_token']:.1f} ms a "
+              f"token ({m['answer_ms_per_token'] / q['answer_ms_per_token']:.2f}x); {same} of {len(m['answers'])} "
+              "answers the same")
     print(f"one file changed ({r['changed_file']}): --update {r['update_s']:.1f} s ({r['change']}), full rebuild "
           f"{r['rebuild_s']:.1f} s: {r['update_share']:.2f} of it; the new function recalled: "
           f"{r['update_found_new_function']}")

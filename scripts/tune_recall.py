@@ -20,23 +20,20 @@ from dataclasses import fields
 
 from tqdm import tqdm
 
+from evaluation.documents import QUESTION_SETS, document_tasks
 from ilre import cli
 from ilre.config import ILReConfig
-from ilre.prompt import contiguous_runs
-
-K = 1024
 
 
 def setting(text: str) -> dict:
-    """'key=value,key=value' as ILReConfig overrides, each value parsed as its field's type."""
-    types = {f.name: f.type for f in fields(ILReConfig)}
+    """'key=value,key=value' as ILReConfig overrides, each value parsed as its --option parses it."""
+    by_name = {f.name: f for f in fields(ILReConfig)}
     out = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
-        if key not in types or not value:
+        if key not in by_name or not value:
             raise argparse.ArgumentTypeError(f"{part!r} is not FIELD=VALUE of an ILReConfig field")
-        kind = types[key] if isinstance(types[key], str) else types[key].__name__
-        out[key] = float(value) if "float" in kind else int(value) if kind.startswith("int") else value
+        out[key] = cli.field_type(by_name[key])[0](value)
     return out
 
 
@@ -44,11 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python scripts/tune_recall.py", __doc__)
     p.add_argument("--setting", type=setting, action="append", default=[], metavar="FIELD=VALUE[,...]",
                    help="a recall setting to measure beside the defaults (repeatable)")
-    p.add_argument("--questions", choices=("tuning", "heldout"), default="tuning",
+    p.add_argument("--questions", choices=tuple(QUESTION_SETS), default="tuning",
                    help="the question set; 'heldout' for held-out figures only; default: %(default)s")
-    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 2, 3],
+    p.add_argument("--seeds", type=cli.listed(int, 0), default=(0, 2, 3),
                    help="window seeds, comma-separated; default: 0,2,3")
-    p.add_argument("--length", type=cli.lengths(minimum=256), default=(4 * K,),
+    p.add_argument("--length", type=cli.lengths(minimum=256), default=(4 * cli.K,),
                    help="window length in tokens; default: 4K")
     cli.add_results_option(p, "tune_recall")
     cli.add_model_options(p)
@@ -56,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from evaluation.baselines import BM25Chunks, Sample
-    from evaluation.documents import QUESTION_SETS, document_tasks
+    from evaluation.baselines import Sample
+    from evaluation.systems import SYSTEMS
     from evaluation.tasks import passage_read, tokenizer_len_for
 
     ilre = cli.load_pipeline(args)
@@ -76,8 +73,10 @@ def run(args: argparse.Namespace) -> int | None:
             for name, variant in zip(names, variants):
                 positions = variant.recall(encoded, task.question)[0]
                 read[name] = passage_read(task, sample.read_spans(positions))
-            read["bm25"] = passage_read(task, sample.read_spans(BM25Chunks().select(sample, ilre.config.budget)))
-            log.write(json.dumps({"task": task.task, "seed": task.seed, "question": task.question, "read": read}) + "\n")
+            bm25 = SYSTEMS["rag"].selector.select(sample, ilre.config.budget)
+            read["bm25"] = passage_read(task, sample.read_spans(bm25))
+            row = {"task": task.task, "seed": task.seed, "question": task.question, "read": read}
+            log.write(json.dumps(row) + "\n")
             for name, value in read.items():
                 cell = totals[name].setdefault(task.task.split("/")[-1], [0.0, 0])
                 cell[0] += value
