@@ -6,6 +6,7 @@ Everything here runs without a model and, but for the tests marked as using a re
 
 from __future__ import annotations
 
+import glob
 import gzip
 import importlib.metadata
 import importlib.util
@@ -55,12 +56,13 @@ def fake_document(seed: int = 0, paragraphs: int = 120) -> str:
 
 # --- the data file ---------------------------------------------------------------------
 
-def test_data_file_is_well_formed():
-    docs, questions = D.load_data()
+@pytest.mark.parametrize("data", D.QUESTION_SETS.values())
+def test_data_file_is_well_formed(data):
+    docs, questions = D.load_data(data)
     assert len(docs) >= 5 and len(questions) >= 40
     for doc in docs.values():
         assert doc.source in ("debian", "pypi") and doc.package and doc.path and doc.version
-        assert doc.render in ("text", "man", "pypi-description")
+        assert doc.render in ("text", "info", "man", "pypi-description")
     per_doc = Counter(q.document for q in questions)
     assert set(per_doc) == set(docs) and min(per_doc.values()) >= 8
     wordings = Counter(q.wording for q in questions)
@@ -188,9 +190,10 @@ def test_whole_documents_are_the_context_with_the_passage_located(fabricated):
         assert T.passage_read(t, [(0, len(text))]) == 1.0
 
 
-def test_the_heldout_set_is_disjoint_from_the_tuning_set_and_balanced():
-    tuning_docs, tuning = D.load_data(D.DATA)
-    docs, questions = D.load_data(D.HELDOUT)
+@pytest.mark.parametrize("one, other", [(D.DATA, D.HELDOUT), (D.TUNING2, D.HELDOUT), (D.DATA, D.TUNING2)])
+def test_the_question_sets_are_disjoint_and_balanced(one, other):
+    tuning_docs, tuning = D.load_data(one)
+    docs, questions = D.load_data(other)
     assert not set(docs) & set(tuning_docs) and len(docs) >= 6 and len(questions) >= 48
     assert not {q.question for q in questions} & {q.question for q in tuning}
     for name in docs:
@@ -251,19 +254,20 @@ def _available(doc: D.Document) -> str | None:
         except importlib.metadata.PackageNotFoundError:
             return f"{doc.package} is not installed"
         return None if version == doc.version else f"{doc.package} {version}, questions checked on {doc.version}"
-    if not Path(doc.path).is_file():
+    if not glob.glob(doc.path):
         return f"{doc.path} is absent (package {doc.package})"
     if doc.render == "man" and shutil.which("groff") is None:
         return "groff is not installed"
     return None
 
 
-@pytest.mark.parametrize("name", sorted(D.load_data()[0]))
-def test_real_document_questions(name):
-    doc = D.load_data()[0][name]
+@pytest.mark.parametrize("data, name", [(data, name) for data in D.QUESTION_SETS.values()
+                                        for name in sorted(D.load_data(data)[0])])
+def test_real_document_questions(data, name):
+    doc = D.load_data(data)[0][name]
     if (why := _available(doc)) is not None:
         pytest.skip(why)
-    tasks = D.document_tasks(words, 2048, documents=[name])
+    tasks = D.document_tasks(words, 2048, documents=[name], data=data)
     assert len(tasks) >= 8
     for t in tasks:
         assert t.needles[0] in t.context and t.tokens <= 2048
