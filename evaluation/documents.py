@@ -81,7 +81,7 @@ class Question:
 
 
 def load_data(name: str = DATA) -> tuple[dict[str, Document], list[Question]]:
-    """The documents by id and the questions, in file order, of one data file (DATA or HELDOUT)."""
+    """The documents by id and the questions, in file order, of one data file (a value of QUESTION_SETS)."""
     raw = json.loads(files("evaluation").joinpath(name).read_text(encoding="utf-8"))
     documents = {d["id"]: Document(**d) for d in raw["documents"]}
     questions = [Question(**q) for q in raw["questions"]]
