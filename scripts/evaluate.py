@@ -176,7 +176,8 @@ def generate_tasks(args: argparse.Namespace, tokenizer) -> list[Task]:
             if args.lengths:
                 raise ValueError("--whole asks about whole documents: it takes no --lengths")
             return document_tasks(count, None, args.seed, args.document_ids, data)
-        return [t for n in args.lengths or (4 * K,) for t in document_tasks(count, n, args.seed, args.document_ids, data)]
+        return [t for n in args.lengths or (4 * K,)
+                for t in document_tasks(count, n, args.seed, args.document_ids, data)]
     out: list[Task] = []
     for grid in grids(args):
         out += make_tasks(grid.tasks, grid.lengths, grid.samples, count, seed=args.seed)
@@ -228,7 +229,8 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     systems = [SYSTEMS[n] for n in args.systems]
     cap = args.max_context_tokens or PRESETS[args.preset].max_context_tokens
     ilre = cli.load_pipeline(args, cli.config_from(args))
-    kind = f"a folder: {args.folder}" if args.folder else "documents" if args.documents else "RULER" if args.ruler else args.preset if not args.tasks else "custom"
+    kind = (f"a folder: {args.folder}" if args.folder else "documents" if args.documents
+            else "RULER" if args.ruler else args.preset if not args.tasks else "custom")
     meta = {"title": f"ILRe evaluation ({kind})",
             "command": "python scripts/evaluate.py " + shlex.join(argv),
             "model": ilre.name, "retrieval layer": ilre.config.layer, "budget": f"{args.budget} tokens",
