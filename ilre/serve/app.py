@@ -49,6 +49,7 @@ from .claims import owner
 from .observe import CONTENT_TYPE_LATEST, REQUEST_ID, Metrics, request_id, route_of
 from .conversation import Conversation, Turn, read_conversation
 from .upstream import Upstream, UpstreamError
+from .workers import ThreadPerCall
 
 if TYPE_CHECKING:
     from ..pipeline import ILRe
@@ -162,9 +163,10 @@ class Service:
     answer_timeout: float = 600.0
     """Seconds an answer may take, recall included, before it is stopped (HTTP 504)."""
     metrics: Metrics = field(default_factory=Metrics)
-    workers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="ilre-answer"))
+    workers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPerCall(1, thread_name_prefix="ilre-answer"))
     """Where recall and answers run: one at a time, so each uses every core (the encoder has its own
-    thread, so a long encoding does not hold up questions about cached documents)."""
+    thread, so a long encoding does not hold up questions about cached documents), each on a fresh
+    thread (``workers.py``)."""
     draining: bool = False
     """Set on shutdown: /health says so and new requests get 503 while the ones in flight finish."""
     waiting: int = 0

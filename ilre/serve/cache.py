@@ -5,11 +5,12 @@ fingerprint, the encoding settings and the context's sha256, so the same documen
 chat client sends it with every turn) finds its encoding, and a restart finds it in ``index_dir``;
 another API key never does. Two requests about one new document share one encoding: the second
 waits for the first's. Encodings run one at a time on their own thread, loads of saved indexes on
-another (a load never waits behind a long encoding); at most ``max_queued`` wait to be encoded.
-A saved index that cannot be read is moved aside and its document encoded again; temporary files
-that a killed process left in ``index_dir`` are removed at start. Processes that share
-``index_dir`` (replicas) encode each document once between them: one claims it (``claims.py``),
-the others wait for its index file, reporting the claimant's progress meanwhile.
+another (a load never waits behind a long encoding), each call on a fresh thread (``workers.py``);
+at most ``max_queued`` wait to be encoded. A saved index that cannot be read is moved aside and its
+document encoded again; temporary files that a killed process left in ``index_dir`` are removed at
+start. Processes that share ``index_dir`` (replicas) encode each document once between them: one
+claims it (``claims.py``), the others wait for its index file, reporting the claimant's progress
+meanwhile.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import claims
 from .claims import Claim
+from .workers import ThreadPerCall
 
 if TYPE_CHECKING:
     from ..sources import Sources
@@ -87,8 +89,8 @@ class EncodingCache:
         self.entries: OrderedDict[str, Entry] = OrderedDict()
         self.bytes: dict[str, int] = {}
         self.lock = threading.Lock()
-        self.encoder = ThreadPoolExecutor(1, thread_name_prefix="ilre-encode")  # one long pass at a time
-        self.loader = ThreadPoolExecutor(1, thread_name_prefix="ilre-load")  # never behind an encoding
+        self.encoder = ThreadPerCall(1, thread_name_prefix="ilre-encode")  # one long pass at a time
+        self.loader = ThreadPerCall(1, thread_name_prefix="ilre-load")  # never behind an encoding
         self.waiter = ThreadPoolExecutor(8, thread_name_prefix="ilre-wait")  # for another process's encoding
         self.stopping = threading.Event()
         self.encodings = 0
