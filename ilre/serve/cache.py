@@ -91,7 +91,7 @@ class EncodingCache:
         self.lock = threading.Lock()
         self.encoder = ThreadPerCall(1, thread_name_prefix="ilre-encode")  # one long pass at a time
         self.loader = ThreadPerCall(1, thread_name_prefix="ilre-load")  # never behind an encoding
-        self.waiter = ThreadPoolExecutor(8, thread_name_prefix="ilre-wait")  # for another process's encoding
+        self.waiter = ThreadPerCall(8, thread_name_prefix="ilre-wait")  # for another process's encoding (then loads it)
         self.stopping = threading.Event()
         self.encodings = 0
         """How many contexts this process streamed itself (not found in memory or on disk)."""
