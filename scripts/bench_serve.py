@@ -54,7 +54,9 @@ def run(args: argparse.Namespace) -> int | None:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve(args.model)[0], local_files_only=True)
     document = make_context(tokenizer, args.length)["text"]
-    with served(model_options(args)) as url:
+    # Every client's request is let in (the service refuses more than --max-waiting answers in flight
+    # with 429, 8 by default): the figures are latency in the queue, not refusals.
+    with served(model_options(args) + ["--max-waiting", str(max(args.concurrency))]) as url:
         client = openai.OpenAI(base_url=url, api_key="-", max_retries=0, timeout=3600)
 
         def ask(question: str) -> tuple[float, dict]:
