@@ -201,9 +201,12 @@ class UnitRecaller(SentenceRecallConfig):
         ``first``: units already taken, which fit in the budget.
         """
         unit_scores = _finite_order(unit_scores).cpu()
-        order = torch.argsort(unit_scores, descending=True, stable=True).tolist()
-        floor = self.unit_cut * float(unit_scores[order[0]]) if order and self.unit_cut else float("-inf")
-        taken = [u for u in order if unit_scores[u] >= floor and (candidates is None or candidates[u])]
+        order = torch.argsort(unit_scores, descending=True, stable=True)
+        floor = self.unit_cut * float(unit_scores[order[0]]) if order.numel() and self.unit_cut else float("-inf")
+        allowed = unit_scores >= floor  # one comparison for all units: a million-token context has ~80K
+        if candidates is not None:
+            allowed &= candidates.cpu()
+        taken = order[allowed[order]].tolist()
         if self.passage:  # each unit followed by its neighbours, nearest first
             taken = [v for u in taken for d in range(self.passage + 1) for v in ((u - d, u + d) if d else (u,))
                      if 0 <= v < len(units)]
