@@ -144,3 +144,25 @@ def test_nan_ranks_lowest():
     s = torch.tensor([float("nan"), 1.0, 0.0, float("nan")])
     assert PoolingRecaller((1,)).pick(s, 1).tolist() == [1]
     assert UnitRecaller(max_unit_tokens=1, unit_cut=0.0).pick(s, 2, torch.arange(4)).tolist() == [1, 2]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), cut=st.sampled_from([0.0, 0.2, 0.5]), budget=st.integers(1, 300))
+def test_choose_takes_units_best_first_above_the_cut_among_the_candidates(data, cut, budget):
+    """What ``choose`` takes, against the rule written out unit by unit: units by descending score
+    (ties in unit order), at least ``unit_cut`` of the best, allowed by ``candidates``, while they fit."""
+    n = data.draw(st.integers(1, 60))
+    scores = torch.tensor(data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 7.0, float("-inf")]),
+                                             min_size=n, max_size=n)))
+    candidates = data.draw(st.none() | st.lists(st.booleans(), min_size=n, max_size=n).map(torch.tensor))
+    sizes = data.draw(st.lists(st.integers(1, 20), min_size=n, max_size=n))
+    starts = torch.tensor([0] + sizes[:-1]).cumsum(0)
+    units = TextUnits(starts, starts + torch.tensor(sizes))
+    order = sorted(range(n), key=lambda u: -float(scores[u]))  # stable: ties in unit order
+    floor = cut * float(scores[order[0]]) if cut else float("-inf")
+    expected, left = [], budget
+    for u in order:
+        if float(scores[u]) >= floor and (candidates is None or bool(candidates[u])) and 0 < sizes[u] <= left:
+            expected.append(u)
+            left -= sizes[u]
+    assert UnitRecaller(unit_cut=cut).choose(scores, units, budget, candidates) == expected
