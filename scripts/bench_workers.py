@@ -17,6 +17,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 
@@ -29,16 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python scripts/bench_workers.py", __doc__)
     p.add_argument("--length", type=cli.parse_length, default=12 * cli.K,
                    help="tokens per document; default: 12K")
-    p.add_argument("--documents", type=int, default=5, help="documents per process; default: 5")
-    p.add_argument("--rounds", type=int, default=2, help="processes per way, alternating; default: 2")
+    p.add_argument("--documents", type=cli.at_least(2), default=5,
+                   help="documents per process, at least 2 (the first encoding is the baseline); default: 5")
+    p.add_argument("--rounds", type=cli.at_least(1), default=2, help="processes per way, alternating; default: 2")
     cli.add_model_options(p)
     return p
 
 
 def one_process(way: str, args: argparse.Namespace) -> dict[str, list[float]]:
     """Encode and answer in this (fresh) process the way ``way`` says; the seconds of each."""
-    import time
-
     from evaluation.bench_measure import make_context
     from ilre.serve.workers import ThreadPerCall
 
@@ -60,8 +60,6 @@ def one_process(way: str, args: argparse.Namespace) -> dict[str, list[float]]:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.documents < 2 or args.rounds < 1:
-        raise ValueError("--documents must be at least 2 (the first encoding is the baseline) and --rounds at least 1")
     print(f"{os.cpu_count()} cores, {platform.machine()}; "
           f"{args.documents} documents of {args.length} tokens per process, {args.rounds} processes per way")
     runs: dict[str, list[dict[str, list[float]]]] = {way: [] for way in WAYS}

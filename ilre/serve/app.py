@@ -21,7 +21,6 @@ error has OpenAI's shape.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import hashlib
 import json
@@ -31,7 +30,6 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -163,7 +161,7 @@ class Service:
     answer_timeout: float = 600.0
     """Seconds an answer may take, recall included, before it is stopped (HTTP 504)."""
     metrics: Metrics = field(default_factory=Metrics)
-    workers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPerCall(1, thread_name_prefix="ilre-answer"))
+    workers: ThreadPerCall = field(default_factory=lambda: ThreadPerCall(1, thread_name_prefix="ilre-answer"))
     """Where recall and answers run: one at a time, so each uses every core (the encoder has its own
     thread, so a long encoding does not hold up questions about cached documents), each on a fresh
     thread (``workers.py``)."""
@@ -179,8 +177,7 @@ class Service:
 
     async def run(self, work, *args):
         """``work(*args)`` on the answer worker, in this request's context (its id in the logs)."""
-        call = functools.partial(contextvars.copy_context().run, work, *args)
-        return await asyncio.get_running_loop().run_in_executor(self.workers, call)
+        return await asyncio.get_running_loop().run_in_executor(self.workers, functools.partial(work, *args))
 
     def tenant(self, request: Request) -> str:
         """The salt of the request's API key in its contexts' ids ('' when no key is asked)."""

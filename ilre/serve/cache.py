@@ -15,14 +15,13 @@ meanwhile.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import json
 import logging
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -208,9 +207,9 @@ class EncodingCache:
             time.sleep(0.2)
         raise RuntimeError("the service is shutting down")
 
-    def _start(self, pool: ThreadPoolExecutor, entry: Entry, work) -> None:
+    def _start(self, pool: ThreadPerCall, entry: Entry, work) -> None:
         """Run ``work`` for ``entry`` on ``pool``, in the submitting request's context (its id in the logs)."""
-        pool.submit(contextvars.copy_context().run, self._run, entry, work)
+        pool.submit(self._run, entry, work)
 
     def _load(self, entry: Entry, context: "str | Sources | None" = None) -> bool:
         """Start loading ``entry`` from its index file in ``index_dir``; False when there is none.

@@ -18,17 +18,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 class ThreadPerCall(ThreadPoolExecutor):
     """A ``ThreadPoolExecutor`` whose calls each run on a new thread (named after the pool's),
-    in the submitting context (``contextvars``), at most ``max_workers`` at a time."""
+    in the context (``contextvars``: the request id of the logs) they were submitted from, at most
+    ``max_workers`` at a time."""
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
-        return super().submit(_on_own_thread, fn, args, kwargs)
+        return super().submit(_on_own_thread, contextvars.copy_context(), fn, args, kwargs)
 
 
-def _on_own_thread(fn, args: tuple, kwargs: dict):
-    """``fn(*args, **kwargs)`` on a thread started for it, in the calling thread's context; its
-    result or its exception, as if called here."""
+def _on_own_thread(context: contextvars.Context, fn, args: tuple, kwargs: dict):
+    """``fn(*args, **kwargs)`` in ``context`` on a thread started for it; its result or its
+    exception, as if called here."""
     outcome: dict = {}
-    context = contextvars.copy_context()
 
     def call() -> None:
         try:
