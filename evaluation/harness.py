@@ -159,7 +159,7 @@ class Runner:
         sample = self._sample(Task(text, "What colour is the sky?", "", [], "warm-up", 0, 0))
         p = sample.prefix.numel()
         fp = full_pass(self.ilre.model, sample.full_prompt(), sample.suffix.numel(), (p, p + len(sample.tokens)))
-        greedy_continue(self.ilre.model, self.ilre.tokenizer, fp.cache, fp.last_logits, 4)
+        greedy_continue(self.ilre.answer_model, self.ilre.tokenizer, fp.cache, fp.last_logits, 4)
 
     # -- one task -------------------------------------------------------------------------
 
@@ -312,7 +312,7 @@ class Runner:
             if system.kind == "full":
                 with PeakMemory(base=pass_mem.base) as mem:
                     t0 = time.perf_counter()
-                    text, _ = greedy_continue(self.ilre.model, self.ilre.tokenizer, fp.cache, fp.last_logits,
+                    text, _ = greedy_continue(self.ilre.answer_model, self.ilre.tokenizer, fp.cache, fp.last_logits,
                                               self.ilre.config.max_new_tokens)
                     decode = time.perf_counter() - t0
                 prefill = fp.seconds - fp.probe_seconds  # the attention probe is SnapKV's work

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import arch, footprint, loading, profile, quantize
+from . import arch, decoding, footprint, loading, profile, quantize
 from .answerer import GREEDY, Sampling, generate
 from .config import ILReConfig, PrefillConfig
 from .encoded import EncodedContext, check_settings
@@ -25,6 +25,12 @@ from .scorer import QueryScorer
 from .sources import Sources
 
 Progress = bool | Callable[[int, int], None]  # a bar, or a function of (tokens streamed, tokens in all)
+
+
+def check_query(query: str) -> None:
+    """Refuse an empty question before any work is done for it."""
+    if not query.strip():
+        raise ValueError("the query is empty")
 
 
 class ILRe:
@@ -44,7 +50,7 @@ class ILRe:
         """Where the model was loaded from (None: the embedded model, or a model passed in)."""
         self.decoder = arch.decoder_of(model)
         self.profile = profile.find(name, self.decoder.num_layers, model_dir)
-        self._shared: dict[str, Any] = {}  # the int8 layer copies: shared by with_config's copies
+        self._shared: dict[str, Any] = {}  # int8 layer copies and answer models: shared by with_config's copies
         self._configure(config or ILReConfig(), recaller)
 
     def _configure(self, config: ILReConfig, recaller: Recaller | None = None) -> None:
@@ -105,12 +111,14 @@ class ILRe:
 
     @property
     def answer_model(self):
-        """The model that decodes answers: the model itself, or its int8 decoding copy (made once)."""
-        if self.config.answer_precision == "model":
-            return self.model
-        if "answer" not in self._shared:
-            self._shared["answer"] = quantize.int8_decoding_copy(self.model)
-        return self._shared["answer"]
+        """The model that decodes answers (made once, shared by ``with_config``'s copies): in the model's
+        precision the model itself, its one-token products split over the CPU's threads
+        (``ilre.decoding``); or its int8 decoding copy."""
+        precision = self.config.answer_precision
+        if precision not in self._shared:
+            self._shared[precision] = (decoding.split_decoding_copy(self.model) if precision == "model"
+                                       else quantize.int8_decoding_copy(self.model))
+        return self._shared[precision]
 
     def prefiller(self, progress: Progress = False, key_device: torch.device | None = None) -> StreamingPrefiller:
         """The streaming prefiller of this configuration (int8 layer copies made once, on first use)."""
@@ -201,15 +209,9 @@ class ILRe:
         ``history`` (earlier turns of a conversation, as OpenAI's chat messages) is read by the answer
         as the turns before the last one, which holds the recalled context and the question; recall
         does not read it. ``sampling``: greedy by default."""
-        if not query.strip():
-            raise ValueError("the query is empty")
+        check_query(query)
         encoded = context if isinstance(context, EncodedContext) else self.encode(context, progress)
-        suffix = self.template.query(query, answer_prefix)
-        positions, times, token_scores = self.recall(encoded, suffix, with_scores=True)
-        before, asked = (self.template.around_context(query, answer_prefix, history) if history
-                         else (encoded.prefix_ids, suffix.ids))
-        prompt = assemble(before, encoded.tokens.ids, positions, asked,
-                          self.template.encode_text(self.config.gap_marker))
+        prompt, positions, token_scores, times = self._prompt(encoded, query, answer_prefix, history)
         t0 = time.perf_counter()
         text, new_ids = generate(self.answer_model, self.tokenizer, prompt, self.config.max_new_tokens, streamer, sampling)
         return AnswerResult(answer=text, answer_tokens=new_ids.tolist(), spans=spans_of(encoded.tokens, positions, token_scores),
@@ -217,6 +219,23 @@ class ILRe:
                             recalled_tokens=positions.numel(), prompt_tokens=prompt.numel(),
                             whole_context=positions.numel() == len(encoded.tokens),
                             timings={**encoded.timings, **times, "answer": time.perf_counter() - t0})
+
+    def prompt(self, context: str | Sources | EncodedContext, query: str, answer_prefix: str = "",
+               history: Sequence[dict[str, str]] = ()) -> torch.Tensor:
+        """The tokens the full-depth pass reads to answer ``query`` (what :meth:`answer` decodes from)."""
+        check_query(query)
+        encoded = context if isinstance(context, EncodedContext) else self.encode(context)
+        return self._prompt(encoded, query, answer_prefix, history)[0]
+
+    def _prompt(self, encoded: EncodedContext, query: str, answer_prefix: str, history: Sequence[dict[str, str]]):
+        """(the answer's prompt, the positions recalled, their scores, the recall's timings)."""
+        suffix = self.template.query(query, answer_prefix)
+        positions, times, token_scores = self.recall(encoded, suffix, with_scores=True)
+        before, asked = (self.template.around_context(query, answer_prefix, history) if history
+                         else (encoded.prefix_ids, suffix.ids))
+        prompt = assemble(before, encoded.tokens.ids, positions, asked,
+                          self.template.encode_text(self.config.gap_marker))
+        return prompt, positions, token_scores, times
 
     def full_prompt_ids(self, context: str, query: str, answer_prefix: str = "") -> torch.Tensor:
         """The plain full-context prompt, token for token what a covering budget reads."""

@@ -20,6 +20,7 @@ import warnings
 import torch
 from torch import nn
 
+from .decoding import linear_copy
 
 log = logging.getLogger(__name__)
 
@@ -120,18 +121,11 @@ class Int8WeightLinear(nn.Module):
 def int8_decoding_copy(model: nn.Module) -> nn.Module:
     """``model`` with every linear map an ``Int8WeightLinear``; its float parameters are shared.
     Refused (ValueError) off CPU or without the kernel."""
-    import copy
-
     device = next(model.parameters()).device
     if not int8_decoding_runs_on(device):
         raise ValueError(f"answer_precision='int8' needs the model on CPU and torch's weight-only int8 "
                          f"kernel (torch {torch.__version__}, {device.type}); use 'model'")
 
-    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
-    out = copy.deepcopy(model, shared)
-    for module in list(out.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear):
-                setattr(module, name, Int8WeightLinear(child))
+    out = linear_copy(model, Int8WeightLinear)
     log.info("made an int8 copy of the model's linear maps for decoding")
     return out

@@ -233,6 +233,24 @@ def test_folder_benchmark_indexes_asks_and_updates(tiny_model_dir, tmp_path):
         assert all(r["answer_ms_per_token"] > 0 for r in row["by_precision"].values())
 
 
+def test_decoding_benchmark_times_both_ways_and_compares_their_tokens(tiny_model_dir, tmp_path):
+    """scripts/bench_decoding.py on a tiny model: the shape table, and every answer decoded both ways."""
+    context = tmp_path / "notes.txt"
+    context.write_text("The boat leaves at noon. " * 40 + "The pass key is 4412. " + "Birds sing. " * 40)
+    out = tmp_path / "bd"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_decoding.py"), "--context", str(context),
+                          "--query", "What is the pass key?", "--query", "When does the boat leave?",
+                          "--model", str(tiny_model_dir), "--threads", "2", "--out", str(out)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads((out / "bench_decoding.json").read_text())
+    assert {"64x64", "256x256"} <= {s["shape"] for s in doc["shapes"]}
+    assert all(s["whole_us"] > 0 and s["split_us"] > 0 for s in doc["shapes"])
+    row = doc["answers"]
+    assert len(row["whole"]["seconds"]) == len(row["split"]["seconds"]) == 2 and row["same_tokens"] == 2
+    assert "token for token the same" in run.stdout
+
+
 def test_recall_tuning_refuses_a_setting_that_is_not_a_field():
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "tune_recall.py"), "--setting", "close_passage=0.5"],
                          capture_output=True, text=True, cwd=ROOT)

@@ -440,7 +440,7 @@ class Answer:
         streamer = AnswerStream(ilre.tokenizer, on_text or (lambda piece: None), cancelled, self.sampling)
         if self.encoded is None:
             prompt = ilre.template.chat_ids(self.question, self.history)
-            text, new = generate(ilre.model, ilre.tokenizer, prompt, self.max_tokens, streamer, self.sampling)
+            text, new = generate(ilre.answer_model, ilre.tokenizer, prompt, self.max_tokens, streamer, self.sampling)
             ids, prompt_tokens = new.tolist(), prompt.numel()
         else:
             result = ilre.answer(self.encoded, self.question, streamer=streamer, history=self.history,
