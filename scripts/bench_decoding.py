@@ -23,6 +23,7 @@ import platform
 import sys
 import time
 
+from bench_folder import add_question_options, default_code_base  # beside this script
 from ilre import cli
 
 COLD_BYTES = 256 * 2**20
@@ -91,10 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python scripts/bench_decoding.py", __doc__)
     cli.add_context_option(p)
     cli.add_file_filters(p)
-    p.add_argument("--query", action="append", default=None,
-                   help="a question (repeatable); default: the first --questions of the code-base evaluation")
-    p.add_argument("--questions", type=cli.at_least(1), default=16,
-                   help="how many of the code-base evaluation's questions to ask; default: %(default)s")
+    add_question_options(p)
     cli.add_results_option(p, "bench_decoding")
     cli.add_model_options(p)
     return p
@@ -114,7 +112,6 @@ def run(args: argparse.Namespace) -> int | None:
     if args.context:
         context, questions = cli.read_context(args), args.query
     else:
-        from bench_folder import default_code_base  # beside this script
 
         folders, include, questions = default_code_base()
         context, questions = read_sources(folders, include), questions[:args.questions]

@@ -116,17 +116,21 @@ def ask(ilre, loaded, questions: list[str]) -> dict:
                 answer_ms_per_token=1e3 * sum(per_token) / len(per_token), answers=answers)
 
 
+def add_question_options(p: argparse.ArgumentParser) -> None:
+    """--query and --questions: the questions asked, one's own or the code-base evaluation's."""
+    p.add_argument("--query", action="append", default=None,
+                   help="a question to ask (repeatable); default: the first --questions of the code-base evaluation")
+    p.add_argument("--questions", type=cli.at_least(1), default=16,
+                   help="how many of the code-base evaluation's questions to ask; default: %(default)s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python scripts/bench_folder.py", __doc__)
     p.add_argument("--context", type=Path, nargs="+", default=None, metavar="FOLDER",
                    help="the folders to index; default: the code base of the code-base evaluation")
     p.add_argument("--include", action="append", default=None, metavar="GLOB",
                    help="read only the files that match (repeatable); default: the code base's (*.py)")
-    p.add_argument("--query", action="append", default=None,
-                   help="a question to ask from the index (repeatable); default: the first --questions of the "
-                        "code-base evaluation")
-    p.add_argument("--questions", type=cli.at_least(1), default=16,
-                   help="how many of the code-base evaluation's questions to ask; default: %(default)s")
+    add_question_options(p)
     cli.add_results_option(p, "bench_folder")
     cli.add_model_options(p)
     return p
