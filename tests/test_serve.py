@@ -273,9 +273,9 @@ def test_a_document_and_its_question_in_one_message(served, shape):
 
 def test_openai_fields_are_honoured_or_refused_by_name(served):
     running, _ = served
-    whole = ask(running, max_tokens=2)
-    assert whole.choices[0].finish_reason == "length" and whole.usage.completion_tokens == 2
-    chunks = [c for c in ask(running, max_tokens=2, stream=True) if c.choices]
+    whole = ask(running, max_tokens=3)
+    assert whole.choices[0].finish_reason == "length" and whole.usage.completion_tokens == 3
+    chunks = [c for c in ask(running, max_tokens=3, stream=True) if c.choices]
     assert chunks[-1].choices[0].finish_reason == "length"
     free = ask(running, max_tokens=6).choices[0].message.content
     assert len(free) > 3
