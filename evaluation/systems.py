@@ -65,6 +65,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("ilre-p1", "ILRe (passages: each sentence with one on each side)", "ilre", {"passage": 1}),
     System("ilre-nolp", "ILRe (no passage read first by its words)", "ilre", {"lexical_passage": 0}),
     System("ilre-w2", "ILRe (words weighted 2 against attention)", "ilre", {"lexical_weight": 2.0}),
+    System("ilre-nonum", "ILRe (a question's numbers not singled out)", "ilre", {"question_numbers": False}),
     System("ilre-nocut", "ILRe (sentences, no cut)", "ilre", {"unit_cut": 0.0}),
     System("ilre-q", "ILRe (sentences, question tokens)", "ilre", {"query_tokens": "question"}),
     System("ilre-exact", "ILRe (sentences, exact prefill)", "ilre", {"prefill_precision": "model"}),

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 K, M = 1024, 1024 * 1024
 RECALL = ("budget", "recall_unit", "query_tokens", "max_unit_tokens", "unit_cut", "lexical_weight", "lexical_context",
-          "hops", "lexical_passage", "passage", "kernels", "shares", "pooling",
+          "hops", "lexical_passage", "question_numbers", "passage", "kernels", "shares", "pooling",
           "positions", "distance")
 """The ILReConfig fields that shape recall: the retrieval options of every command that recalls."""
 PREFILL = ("sink", "window", "lag_memory", "chunk_size", "prefill_precision", "key_dtype", "key_memory")
@@ -153,6 +153,14 @@ def field_docs() -> dict[str, str]:
     return docs
 
 
+def yes_or_no(text: str) -> bool:
+    """A switch's value: yes/no, true/false, on/off or 1/0."""
+    value = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
+    if text.lower() not in value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not yes or no")
+    return value[text.lower()]
+
+
 def field_type(f: Field) -> tuple[Callable[[str], Any], str | None]:
     """The argparse type and metavar of a config field, from its annotation and range."""
     annotation, low = str(f.type), f.metadata.get("low")
@@ -164,6 +172,8 @@ def field_type(f: Field) -> tuple[Callable[[str], Any], str | None]:
         return (at_least(low) if low is not None else int), "N"
     if annotation.startswith("float"):
         return float, "X"
+    if annotation.startswith("bool"):
+        return yes_or_no, "yes|no"
     return str, None if f.metadata.get("choices") else "TEXT"
 
 

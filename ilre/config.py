@@ -130,6 +130,11 @@ class SentenceRecallConfig(Checked):
     """Tokens of consecutive whole sentences read first, as one passage: the one whose words match
     the question best by BM25, as retrieval-augmented generation reads; attention and words choose
     the rest of the budget. 0: none. Sentence recall only (docs/parameters.md)."""
+    question_numbers: bool = setting(True)
+    """A question's numbers (its words with a digit that the context holds) name what it asks about:
+    the passage read first is the best by BM25 among those holding the most of them, and sentences
+    that repeat half the question's other words without them (the same question asked of another
+    value, such as a worked example) are not read. Sentence recall only (docs/parameters.md)."""
     passage: int = setting(0, low=0)
     """Sentences on each side taken right after each sentence chosen, while they fit: the reader
     gets passages rather than lone sentences (an answer often sits beside the sentence that matches

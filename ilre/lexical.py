@@ -48,6 +48,11 @@ def words(text: str) -> list[str]:
     return [_singular(w) for w in _WORD.findall(text.lower())]
 
 
+def numbers(text: str) -> list[str]:
+    """The words of ``text`` with a digit in them: numbers, versions, keys such as uuids."""
+    return [w for w in words(text) if any(c.isdigit() for c in w)]
+
+
 def scaled(scores: torch.Tensor) -> torch.Tensor:
     """Scores divided by their best, so that two kinds of score add on one scale (all zero stays zero)."""
     scores = scores.float().nan_to_num(nan=0.0)
@@ -161,6 +166,14 @@ class LexicalIndex:
         if self._alone is None:
             self._alone = self.with_context(0)
         return self._alone.scores(question)
+
+    def holding(self, question_words: list[str]) -> np.ndarray:
+        """[U] how many of ``question_words`` (distinct) each unit holds itself."""
+        out = np.zeros(len(self), dtype=np.int64)
+        units = self.stats()[3]
+        for i in {self._ids[w] for w in question_words if w in self._ids}:
+            out += np.bincount(units[self.word_ids == i], minlength=len(self)) > 0
+        return out
 
     def overlap(self, unit: int, other: int) -> float:
         """The share of ``unit``'s distinct words that ``other`` also holds (0 for a unit without words)."""

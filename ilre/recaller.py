@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .config import PoolingRecallConfig, SentenceRecallConfig
-from .lexical import LexicalIndex, scaled
+from .lexical import LexicalIndex, numbers, scaled, words
 from .units import TextUnits
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ LOOKALIKE_OVERLAP = 0.5
 """A sentence of the passage read first that shares more than this share of its words with the
 sentence that matched best is a look-alike (a list's next line, another key's needle) and is
 left out: prose sentences share a few words, a list's lines most of theirs."""
+
+ECHO_SHARE = 0.5
+"""A unit holding at least this share of a question's words, but none of its numbers, echoes it
+(``UnitRecaller.echoes``)."""
 
 
 def whole_context(length: int, budget: int) -> torch.Tensor | None:
@@ -157,24 +162,42 @@ class UnitRecaller(SentenceRecallConfig):
         units = self.units(context.tokens)
         if (whole := whole_context(units.length, budget)) is not None:
             return whole
-        words = self.lexical_weight or self.hops or self.lexical_passage
-        lexical = context.lexical(units, self.lexical_context) if words else None
-        first = self.best_passage(lexical, units, question, budget) if lexical is not None else []
+        matched = self.lexical_weight or self.hops or self.lexical_passage
+        lexical = context.lexical(units, self.lexical_context) if matched else None
+        echoes = self.echoes(lexical, question) if lexical is not None and self.question_numbers else set()
+        first = self.best_passage(lexical, units, question, budget, echoes) if lexical is not None else []
         candidates = None
         if lexical is not None and self.lexical_weight:
             attention = scaled(scores)
             candidates = (attention >= self.unit_cut) | (scaled(lexical.own_scores(question)) >= self.unit_cut)
             scores = attention + self.lexical_weight * scaled(lexical.scores(question))
+        if echoes:
+            candidates = torch.ones(len(units), dtype=torch.bool) if candidates is None else candidates.clone()
+            candidates[list(echoes)] = False
         chosen = found = self.choose(scores, units, budget, candidates, first)
         for _ in range(self.hops if lexical is not None else 0):
             before = len(chosen)
-            chosen = self.extend(chosen, lexical.linked(found, question, set(chosen)), units, budget)
+            chosen = self.extend(chosen, lexical.linked(found, question, set(chosen) | echoes), units, budget)
             found = chosen[before:]
             if not found:
                 break
         return units.positions(chosen)
 
-    def best_passage(self, lexical: LexicalIndex, units: TextUnits, question: str, budget: int) -> list[int]:
+    @staticmethod
+    def echoes(lexical: LexicalIndex, question: str) -> set[int]:
+        """Units that repeat the question's wording (at least ``ECHO_SHARE`` of its other words) but
+        hold none of its numbers that the context holds: the same question asked of another value
+        (a worked example), not its answer. None when the question holds no such number."""
+        asked = set(numbers(question))
+        held = lexical.holding(sorted(asked))
+        if not asked or not held.any():
+            return set()
+        others = sorted(set(words(question)) - asked)
+        share = lexical.holding(others) / max(1, len(others))
+        return set(np.flatnonzero((share >= ECHO_SHARE) & (held == 0)).tolist())
+
+    def best_passage(self, lexical: LexicalIndex, units: TextUnits, question: str, budget: int,
+                     echoes: set[int] = frozenset()) -> list[int]:
         """The units of the passage of at most ``lexical_passage`` tokens whose words match the
         question best (the first such in text order), without look-alikes of its best-matching unit
         (``LOOKALIKE_OVERLAP``) and units of common words only (filler that draws a small reader
@@ -186,11 +209,14 @@ class UnitRecaller(SentenceRecallConfig):
         scores = passages.scores(question)
         if not scores.numel() or float(scores.max()) <= 0:
             return []
+        if self.question_numbers and (held := passages.holding(numbers(question))).any():
+            scores = torch.from_numpy(held).float() * (float(scores.max()) + 1) + scores  # numbers first
         g = int(torch.argmax(scores))
         passage = list(range(firsts[g], firsts[g + 1] if g + 1 < len(firsts) else len(units)))
         anchor = passage[int(torch.argmax(lexical.own_scores(question)[passage]))]
         passage = [u for u in passage if u == anchor or (lexical.overlap(u, anchor) <= LOOKALIKE_OVERLAP
-                                                         and lexical.says_something(u, passages))]
+                                                         and lexical.says_something(u, passages)
+                                                         and u not in echoes)]
         return passage if int((units.ends[passage] - units.starts[passage]).sum()) <= budget else []
 
     def choose(self, unit_scores: torch.Tensor, units: TextUnits, budget: int,

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from conftest import tiny_model
 from ilre.config import ILReConfig
-from ilre.lexical import LexicalIndex, scaled, words
+from ilre.lexical import LexicalIndex, numbers, scaled, words
 from ilre.pipeline import ILRe
 from ilre.recaller import TextUnits
 
@@ -230,3 +230,39 @@ def test_filler_of_common_words_is_left_out_of_the_passage(ilre):
 def test_says_something_is_false_for_a_unit_of_common_words_only():
     lexical = LexicalIndex.of(["the sky is blue", "the sky is blue", "the key is 48213", "the sky is blue"], 0)
     assert [lexical.says_something(u, lexical) for u in range(4)] == [False, False, True, False]
+
+
+EXAMPLE = ("Find all variables that are assigned the value 11111 in the text above. "
+           "Answer: the variables in the text above that are assigned the value 11111 are AAA and BBB. ")
+WORKED = FILLER * 10 + EXAMPLE + FILLER * 10 + "VAR QXZ = 51306. " + FILLER * 10 + "VAR PLM = VAR QXZ. " + FILLER * 10
+ASKED = "Find all variables that are assigned the value 51306 in the text above."
+
+
+def test_numbers_are_the_words_with_a_digit():
+    assert numbers("Is RFC 2822 the one of PNG-1.0, or uuid 5a2b-77?") == ["2822", "1", "0", "5a2b", "77"]
+
+
+def test_holding_counts_the_distinct_words_each_unit_holds_itself():
+    lexical = LexicalIndex.of(["a 7 7 b", "c 7", "d", "7 e b"], context=1)
+    assert lexical.holding(["7", "b", "zz"]).tolist() == [2, 1, 0, 2]
+
+
+def test_a_worked_example_of_the_question_with_another_number_is_not_read(ilre):
+    """The example echoes every word of the question but its number: the words alone read it first,
+    and a small reader answers with the example's answer."""
+    encoded = ilre.encode(WORKED)
+    words_first = ilre.with_config(hops=1, budget=300, lexical_weight=50.0, unit_cut=0.5)
+    with_numbers = _read(words_first, encoded, ASKED)
+    assert "51306" in with_numbers and "PLM" in with_numbers and "11111" not in with_numbers
+    assert "11111" in _read(words_first.with_config(question_numbers=False), encoded, ASKED)
+
+
+def test_echoes_need_a_number_of_the_question_that_the_context_holds(ilre):
+    encoded = ilre.encode(WORKED)
+    recaller = ilre.recaller
+    lexical = encoded.lexical(recaller.units(encoded.tokens), 1)
+    echoes = recaller.echoes(lexical, ASKED)
+    assert echoes and all("11111" in ilre.tokenizer.decode(encoded.tokens.ids[recaller.units(encoded.tokens)
+                                                                               .positions([u])]) for u in echoes)
+    assert recaller.echoes(lexical, "Find all variables that are assigned a value in the text above.") == set()
+    assert recaller.echoes(lexical, "Find all variables that are assigned the value 99999 in the text above.") == set()
