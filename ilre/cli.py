@@ -178,6 +178,8 @@ def field_type(f: Field) -> tuple[Callable[[str], Any], str | None]:
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 

@@ -146,15 +146,18 @@ def test_one_length_grammar():
 def test_config_options_come_from_the_config():
     """Each field's type, choices, minimum and default reach the option; help shows no 'None'."""
     parser = cli.Parser("prog", "test")
-    cli.add_config_options(parser, "budget", "recall_unit", "kernels", "shares", "chunk_size", "unit_cut")
-    args = parser.parse_args(["--kernels", "1,7", "--unit-cut", "0.5"])
+    cli.add_config_options(parser, "budget", "recall_unit", "kernels", "shares", "chunk_size", "unit_cut",
+                           "question_numbers")
+    args = parser.parse_args(["--kernels", "1,7", "--unit-cut", "0.5", "--question-numbers", "No"])
     config = cli.config_from(args)
-    assert config == replace(ILReConfig(), kernels=(1, 7), unit_cut=0.5)
+    assert config == replace(ILReConfig(), kernels=(1, 7), unit_cut=0.5, question_numbers=False)
     assert cli.config_from(parser.parse_args([])) == ILReConfig()
     help_text = " ".join(parser.format_help().split())
     assert "None" not in help_text and "default: 256" in help_text and "default: 1,7,31" in help_text
     assert "default: sentence" in help_text and "{sentence,token}" in help_text
-    for bad in (["--budget", "0"], ["--recall-unit", "word"], ["--kernels", "1,x"], ["--chunk-size", "0"]):
+    assert "--question-numbers yes|no" in help_text and "default: yes" in help_text
+    for bad in (["--budget", "0"], ["--recall-unit", "word"], ["--kernels", "1,x"], ["--chunk-size", "0"],
+                ["--question-numbers", "maybe"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
     with pytest.raises(ValueError, match="kernels must be odd"):
