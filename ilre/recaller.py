@@ -189,8 +189,8 @@ class UnitRecaller(SentenceRecallConfig):
         hold none of its numbers that the context holds: the same question asked of another value
         (a worked example), not its answer. None when the question holds no such number."""
         asked = set(numbers(question))
-        held = lexical.holding(sorted(asked))
-        if not asked or not held.any():
+        held = lexical.holding(sorted(asked)) if asked else None
+        if held is None or not held.any():
             return set()
         others = sorted(set(words(question)) - asked)
         share = lexical.holding(others) / max(1, len(others))
@@ -200,8 +200,10 @@ class UnitRecaller(SentenceRecallConfig):
                      echoes: set[int] = frozenset()) -> list[int]:
         """The units of the passage of at most ``lexical_passage`` tokens whose words match the
         question best (the first such in text order), without look-alikes of its best-matching unit
-        (``LOOKALIKE_OVERLAP``) and units of common words only (filler that draws a small reader
-        away from the answer); none when no word matches or it does not fit."""
+        (``LOOKALIKE_OVERLAP``), ``echoes`` of the question and units of common words only (filler that
+        draws a small reader away from the answer); with ``question_numbers``, the best among the
+        passages holding the most of the question's numbers. None when no word matches or it does
+        not fit."""
         if not self.lexical_passage:
             return []
         firsts = units.groups(self.lexical_passage)
@@ -212,11 +214,13 @@ class UnitRecaller(SentenceRecallConfig):
         if self.question_numbers and (held := passages.holding(numbers(question))).any():
             scores = torch.from_numpy(held).float() * (float(scores.max()) + 1) + scores  # numbers first
         g = int(torch.argmax(scores))
-        passage = list(range(firsts[g], firsts[g + 1] if g + 1 < len(firsts) else len(units)))
+        passage = [u for u in range(firsts[g], firsts[g + 1] if g + 1 < len(firsts) else len(units))
+                   if u not in echoes]
+        if not passage:
+            return []
         anchor = passage[int(torch.argmax(lexical.own_scores(question)[passage]))]
         passage = [u for u in passage if u == anchor or (lexical.overlap(u, anchor) <= LOOKALIKE_OVERLAP
-                                                         and lexical.says_something(u, passages)
-                                                         and u not in echoes)]
+                                                         and lexical.says_something(u, passages))]
         return passage if int((units.ends[passage] - units.starts[passage]).sum()) <= budget else []
 
     def choose(self, unit_scores: torch.Tensor, units: TextUnits, budget: int,
