@@ -186,15 +186,17 @@ class UnitRecaller(SentenceRecallConfig):
     @staticmethod
     def echoes(lexical: LexicalIndex, question: str) -> set[int]:
         """Units that repeat the question's wording (at least ``ECHO_SHARE`` of its other words) but
-        hold none of its numbers that the context holds: the same question asked of another value
-        (a worked example), not its answer. None when the question holds no such number."""
+        hold none of its numbers that the context holds, nor do their neighbours (a sentence wrapped
+        over two lines keeps its number in the next): the same question asked of another value (a
+        worked example), not its answer. None when the question holds no such number."""
         asked = set(numbers(question))
         held = lexical.holding(sorted(asked)) if asked else None
         if held is None or not held.any():
             return set()
+        near = np.convolve(held > 0, np.ones(2 * lexical.context + 1), mode="same") > 0
         others = sorted(set(words(question)) - asked)
         share = lexical.holding(others) / max(1, len(others))
-        return set(np.flatnonzero((share >= ECHO_SHARE) & (held == 0)).tolist())
+        return set(np.flatnonzero((share >= ECHO_SHARE) & ~near).tolist())
 
     def best_passage(self, lexical: LexicalIndex, units: TextUnits, question: str, budget: int,
                      echoes: set[int] = frozenset()) -> list[int]:

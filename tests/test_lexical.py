@@ -266,3 +266,16 @@ def test_echoes_need_a_number_of_the_question_that_the_context_holds(ilre):
                                                                                .positions([u])]) for u in echoes)
     assert recaller.echoes(lexical, "Find all variables that are assigned a value in the text above.") == set()
     assert recaller.echoes(lexical, "Find all variables that are assigned the value 99999 in the text above.") == set()
+
+
+def test_a_sentence_wrapped_before_its_number_is_not_an_echo():
+    """Units follow lines: the wording of the question on one line, its number on the next, is the
+    answer wrapped, not another instance of the question."""
+    from ilre.recaller import UnitRecaller
+
+    units = ["The grass is green.", "The old make has been reported to crash when given a makefile with",
+             "lines longer than around 20 kB.", "The sky is blue.", "The grass is green.",
+             "Some make has been reported to crash when given a makefile with lines of 7 kB."]
+    lexical = LexicalIndex.of(units, context=1)
+    question = "Which make has been reported to crash when given a makefile with lines longer than 20 kB?"
+    assert UnitRecaller.echoes(lexical, question) == {5}
