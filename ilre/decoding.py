@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 
 SPLIT_MIN_WEIGHTS = 1 << 16
 """Weights of fewer elements (256 KiB in float32) are multiplied whole. Measured with the weights read
-from memory, as in a real step (``scripts/bench_decoding.py --shapes``): split in two on two threads,
-a 64x64 product took 1.6x longer, 256x256 1.9x shorter, SmolLM2-135M's 576x1536 and its 49152-row
-output head 2.1x and 2.6x shorter."""
+from memory, as in a real step (the shape table of ``scripts/bench_decoding.py``, docs/performance.md):
+split in two on two threads, a 64x64 product took twice as long (0.51x), 256x256 ran 1.47x faster,
+SmolLM2-135M's 1536x576 and its 49152-row output head 2.39x and 2.72x."""
 
 
 def linear_copy(model: nn.Module, make: Callable[[nn.Linear], nn.Module | None]) -> nn.Module:
@@ -42,8 +42,8 @@ def linear_copy(model: nn.Module, make: Callable[[nn.Linear], nn.Module | None])
 
 
 class SplitLinear(nn.Module):
-    """``linear`` whose one-row products are spread over torch's threads (see the module's docstring);
-    products of more rows, and off the CPU, are the plain ``nn.functional.linear``."""
+    """``linear`` (one that ``splits``) whose one-row products are spread over torch's threads (see
+    the module's docstring); products of more rows are the plain ``nn.functional.linear``."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -52,7 +52,7 @@ class SplitLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, (n, k) = x.numel() // x.shape[-1], self.weight.shape
         parts = torch.get_num_threads()
-        if rows != 1 or parts < 2 or n % parts or x.device.type != "cpu" or not self.weight.is_contiguous():
+        if rows != 1 or parts < 2 or n % parts:
             return nn.functional.linear(x, self.weight, self.bias)
         # the row as a column of stride k, not 1: torch's batched product takes a kernel four times
         # faster for it (on torch 2.13 with MKL, measured in scripts/bench_decoding.py)
@@ -65,9 +65,10 @@ class SplitLinear(nn.Module):
 
 def splits(linear: nn.Linear) -> bool:
     """Whether ``SplitLinear`` pays for this map: float32 weights on the CPU, at least
-    ``SPLIT_MIN_WEIGHTS`` of them."""
+    ``SPLIT_MIN_WEIGHTS`` of them, stored in order (so that their rows split into blocks as views)."""
     w = linear.weight
-    return w.device.type == "cpu" and w.dtype == torch.float32 and w.numel() >= SPLIT_MIN_WEIGHTS
+    return (w.device.type == "cpu" and w.dtype == torch.float32 and w.numel() >= SPLIT_MIN_WEIGHTS
+            and w.is_contiguous())
 
 
 CHECK_BYTES = 256 * 2**20

@@ -169,11 +169,11 @@ class LexicalIndex:
 
     def holding(self, question_words: list[str]) -> np.ndarray:
         """[U] how many of ``question_words`` (distinct) each unit holds itself."""
-        out = np.zeros(len(self), dtype=np.int64)
+        ids = [self._ids[w] for w in set(question_words) if w in self._ids]
         units = self.stats()[3]
-        for i in {self._ids[w] for w in question_words if w in self._ids}:
-            out += np.bincount(units[self.word_ids == i], minlength=len(self)) > 0
-        return out
+        hit = np.isin(self.word_ids, ids)  # one pass over the context's words, however many are asked
+        pairs = np.unique(self.word_ids[hit].astype(np.int64) * len(self) + units[hit])  # (word, unit) once
+        return np.bincount(pairs % max(len(self), 1), minlength=len(self))
 
     def overlap(self, unit: int, other: int) -> float:
         """The share of ``unit``'s distinct words that ``other`` also holds (0 for a unit without words)."""

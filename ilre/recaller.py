@@ -190,12 +190,12 @@ class UnitRecaller(SentenceRecallConfig):
         over two lines keeps its number in the next): the same question asked of another value (a
         worked example), not its answer. None when the question holds no such number."""
         asked = set(numbers(question))
-        held = lexical.holding(sorted(asked)) if asked else None
-        if held is None or not held.any():
+        held = lexical.holding(list(asked))
+        if not held.any():
             return set()
         near = np.convolve(held > 0, np.ones(2 * lexical.context + 1), mode="same") > 0
-        others = sorted(set(words(question)) - asked)
-        share = lexical.holding(others) / max(1, len(others))
+        others = set(words(question)) - asked
+        share = lexical.holding(list(others)) / max(1, len(others))
         return set(np.flatnonzero((share >= ECHO_SHARE) & ~near).tolist())
 
     def best_passage(self, lexical: LexicalIndex, units: TextUnits, question: str, budget: int,
