@@ -23,7 +23,7 @@ import platform
 import sys
 import time
 
-from bench_folder import add_question_options, default_code_base  # beside this script
+from bench_folder import add_question_options, default_code_base, questions_of  # beside this script
 from ilre import cli
 
 COLD_BYTES = 256 * 2**20
@@ -103,18 +103,13 @@ def run(args: argparse.Namespace) -> int | None:
 
     from ilre.sources import read_sources
 
-    if args.context and not args.query:
-        raise ValueError("--context needs its questions: give them with --query")
+    folders, include, default = default_code_base()
+    questions = questions_of(args, default)
     args.out.mkdir(parents=True, exist_ok=True)
     ilre = cli.load_pipeline(args)
     if ilre.device.type != "cpu":
         raise ValueError(f"the split products are for a CPU, and the model is on {ilre.device.type}: pass --device cpu")
-    if args.context:
-        context, questions = cli.read_context(args), args.query
-    else:
-
-        folders, include, questions = default_code_base()
-        context, questions = read_sources(folders, include), questions[:args.questions]
+    context = cli.read_context(args) if args.context else read_sources(folders, include)
     shapes = shape_times(model_shapes(ilre.model))
     encoded = ilre.encode(context, progress=True)
     row = answers(ilre, encoded, questions)

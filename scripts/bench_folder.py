@@ -124,6 +124,14 @@ def add_question_options(p: argparse.ArgumentParser) -> None:
                    help="how many of the code-base evaluation's questions to ask; default: %(default)s")
 
 
+def questions_of(args: argparse.Namespace, default: list[str]) -> list[str]:
+    """The questions to ask: --query's, else the first --questions of ``default``; a --context of
+    one's own needs its own questions."""
+    if args.context and not args.query:
+        raise ValueError("--context needs its questions: give them with --query")
+    return args.query or default[:args.questions]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser("python scripts/bench_folder.py", __doc__)
     p.add_argument("--context", type=Path, nargs="+", default=None, metavar="FOLDER",
@@ -138,11 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int | None:
     folders, include, questions = default_code_base()
+    questions = questions_of(args, questions)
     if args.context:
         folders, include = args.context, args.include or []
-        if not args.query:
-            raise ValueError("--context needs its questions: give them with --query")
-    questions = args.query or questions[:args.questions]
     args.out.mkdir(parents=True, exist_ok=True)
     ilre, load_model_s = seconds(lambda: cli.load_pipeline(args))
     with tempfile.TemporaryDirectory() as work:
