@@ -31,8 +31,9 @@ from .tasks import Task, TokenLen, derive_seed, find_passage
 
 DATA = "data/document_questions.json"
 TUNING2 = "data/document_questions_tuning2.json"  # six other documents, to tune on beside DATA
+TUNING3 = "data/document_questions_tuning3.json"  # six more (manuals and man pages), tuned on beside both
 HELDOUT = "data/document_questions_heldout.json"  # written before any tuning; held-out figures only
-QUESTION_SETS = {"tuning": DATA, "tuning2": TUNING2, "heldout": HELDOUT}
+QUESTION_SETS = {"tuning": DATA, "tuning2": TUNING2, "tuning3": TUNING3, "heldout": HELDOUT}
 """The question sets by the name the command lines take (``--questions``)."""
 WORDINGS = ("lexical", "paraphrase")
 DEPTH_RANGE = (0.05, 0.95)
