@@ -368,7 +368,8 @@ def greedy_continue(model: torch.nn.Module, tokenizer, cache, last_logits: torch
     stop = eos_ids(model, tokenizer)
     new, key = [int(last_logits.argmax())], token_words(tokenizer)
     while new[-1] not in stop and len(new) < max_new_tokens and not repeats(new, key=key):
-        out = model(input_ids=torch.tensor([[new[-1]]], device=device), past_key_values=cache, use_cache=True)
+        step = torch.tensor([[new[-1]]], device=device)
+        out = model(input_ids=step, use_cache=True, **arch.cache_argument(model, cache))
         new.append(int(out.logits[0, -1].argmax()))
     ids = torch.tensor(cut_repeat(new, key=key), dtype=torch.long)
     return tokenizer.decode(ids, skip_special_tokens=True).strip(), ids

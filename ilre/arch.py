@@ -10,6 +10,7 @@ rather than silently computing something different.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,12 @@ MIN_TRANSFORMERS = Version("4.56")
 
 class UnsupportedModelError(ValueError):
     """The model is not a causal LM of an architecture ILRe knows how to drive."""
+
+
+def cache_argument(model: nn.Module, cache) -> dict:
+    """The keyword that hands a KV cache to ``model``'s forward: ``cache`` since transformers 5's
+    rename (``past_key_values`` is deprecated there and warns on every step), before it the old name."""
+    return {"cache": cache} if "cache" in inspect.signature(model.forward).parameters else {"past_key_values": cache}
 
 
 def check_supported(config) -> None:

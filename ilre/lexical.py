@@ -29,6 +29,9 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 RARE = 3
 """A word in at most this many units names something (a variable, a key, a term): it links them."""
+FORM_WORDS = 3
+"""The fewest common words that make a line's form (``LexicalIndex.same_form``): two short prose
+sentences may share one or two ("it is"), a list's lines share their whole wording."""
 EMPTY = "_"
 """The one word of a neighbourhood without words (rank_bm25 needs one; it matches no question)."""
 
@@ -79,6 +82,7 @@ class LexicalIndex:
     _stats: tuple | None = field(default=None, repr=False)
     _alone: "LexicalIndex | None" = field(default=None, repr=False)
     _grouped: dict = field(default_factory=dict, repr=False)
+    _counts: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.context < 0:
@@ -180,6 +184,21 @@ class LexicalIndex:
         mine = set(self.word_ids[self.bounds[unit]:self.bounds[unit + 1]].tolist())
         theirs = set(self.word_ids[self.bounds[other]:self.bounds[other + 1]].tolist())
         return len(mine & theirs) / len(mine) if mine else 0.0
+
+    def form(self, unit: int) -> tuple[int, ...]:
+        """The unit's words in order, its rare ones (in at most ``RARE`` units: names, keys, values)
+        left out: lines of one form ("The number for <key> is: <value>.") have the same."""
+        if self._counts is None:
+            units = self.stats()[3]
+            pairs = np.unique(self.word_ids.astype(np.int64) * len(self) + units)
+            self._counts = np.bincount(pairs // max(len(self), 1), minlength=len(self.vocab))
+        ids = self.word_ids[self.bounds[unit]:self.bounds[unit + 1]]
+        return tuple(ids[self._counts[ids] > RARE].tolist())
+
+    def same_form(self, unit: int, other: int) -> bool:
+        """Whether two units are lines of one form: at least ``FORM_WORDS`` common words, the same."""
+        form = self.form(unit)
+        return len(form) >= FORM_WORDS and form == self.form(other)
 
     def says_something(self, unit: int, among: "LexicalIndex") -> bool:
         """Whether ``unit`` holds a word that ``among`` (an index of the same words) counts: one in at

@@ -174,7 +174,7 @@ class UnitRecaller(SentenceRecallConfig):
         if echoes:
             candidates = torch.ones(len(units), dtype=torch.bool) if candidates is None else candidates.clone()
             candidates[list(echoes)] = False
-        chosen = found = self.choose(scores, units, budget, candidates, first)
+        chosen = found = self.choose(scores, units, budget, candidates, first, lexical)
         for _ in range(self.hops if lexical is not None else 0):
             before = len(chosen)
             chosen = self.extend(chosen, lexical.linked(found, question, set(chosen) | echoes), units, budget)
@@ -221,16 +221,25 @@ class UnitRecaller(SentenceRecallConfig):
         if not passage:
             return []
         anchor = passage[int(torch.argmax(lexical.own_scores(question)[passage]))]
-        passage = [u for u in passage if u == anchor or (lexical.overlap(u, anchor) <= LOOKALIKE_OVERLAP
-                                                         and lexical.says_something(u, passages))]
+        passage = [u for u in passage if u == anchor or self.beside(lexical, u, anchor, passages)]
         return passage if int((units.ends[passage] - units.starts[passage]).sum()) <= budget else []
 
+    @staticmethod
+    def beside(lexical: LexicalIndex, unit: int, anchor: int, among: LexicalIndex) -> bool:
+        """Whether ``unit`` is worth reading beside ``anchor``: not a look-alike of it (sharing more
+        than ``LOOKALIKE_OVERLAP`` of its words, or a line of the same form: another key's line of a
+        list) and not filler, words that most of ``among``'s units hold."""
+        return (lexical.overlap(unit, anchor) <= LOOKALIKE_OVERLAP and lexical.says_something(unit, among)
+                and not lexical.same_form(unit, anchor))
+
     def choose(self, unit_scores: torch.Tensor, units: TextUnits, budget: int,
-               candidates: torch.Tensor | None = None, first: list[int] = ()) -> list[int]:
+               candidates: torch.Tensor | None = None, first: list[int] = (),
+               lexical: LexicalIndex | None = None) -> list[int]:
         """Indices of the best units that fit in ``budget`` (in the order taken), given a score per unit.
 
         ``candidates`` (a [U] bool mask), when given, says which units may be taken at all;
-        ``first``: units already taken, which fit in the budget.
+        ``first``: units already taken, which fit in the budget; ``lexical``: the units' words, with
+        which ``passage`` leaves out neighbours not worth reading beside a unit (``beside``).
         """
         unit_scores = _finite_order(unit_scores).cpu()
         order = torch.argsort(unit_scores, descending=True, stable=True)
@@ -240,8 +249,11 @@ class UnitRecaller(SentenceRecallConfig):
             allowed &= candidates.cpu()
         taken = order[allowed[order]].tolist()
         if self.passage:  # each unit followed by its neighbours, nearest first
-            taken = [v for u in taken for d in range(self.passage + 1) for v in ((u - d, u + d) if d else (u,))
-                     if 0 <= v < len(units)]
+            sides = range(self.passage + 1)
+            taken = [v for i, u in enumerate(taken)
+                     for d in (sides if not self.passage_best or i < self.passage_best else (0,))
+                     for v in ((u - d, u + d) if d else (u,))
+                     if 0 <= v < len(units) and (not d or lexical is None or self.beside(lexical, v, u, lexical))]
         return self.extend(list(first), taken, units, budget)
 
     @staticmethod

@@ -18,9 +18,38 @@ import torch
 if TYPE_CHECKING:
     from .sources import FileSpan
 
-# A unit ends after . ! or ? followed by space, or at a line break. Not after a colon:
-# "the number for X is: 1298782." must stay one unit with its answer.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
+# A unit ends after . ! or ? followed by space, or at a line break that is not a wrap. Not after a
+# colon: "the number for X is: 1298782." must stay one unit with its answer.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|(?P<line>\n+)")
+_ITEM = re.compile(r"[-*+|>#=]|\d+[.)]\s")
+SPLIT_RULE = 2
+"""The version of the rule that cuts prose into units, saved with an index: an index saved under
+another finds its units again from its text (1: every line break ended a unit)."""
+WRAP_MIN_CHARS = 40
+"""A line of at least this many characters, followed by one at the same indentation that is not a
+list item, continues on it: a manual or man page wraps its sentences at about 72-79 columns, and a
+unit cut at the line's end parts a sentence from its answer ("... limits an allocation to about" /
+"1GB in size.")."""
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def wraps(text: str, end: int) -> bool:
+    """Whether the single line break at ``text[end]`` wraps a sentence (see ``WRAP_MIN_CHARS``)."""
+    line = text[text.rfind("\n", 0, end) + 1:end]
+    after = end + 1
+    following = text[after:text.find("\n", after) if text.find("\n", after) >= 0 else len(text)]
+    return (len(line.strip()) >= WRAP_MIN_CHARS and bool(following.strip()) and _indent(following) == _indent(line)
+            and not _ITEM.match(following.lstrip()) and not line.rstrip().endswith(":"))
+
+
+def _prose_ends(text: str, start: int = 0, end: int | None = None) -> list[int]:
+    """Character starts of the units after the first in text[start:end]: after each sentence and
+    at each line break that does not wrap a sentence."""
+    found = _SENTENCE_END.finditer(text, start, len(text) if end is None else end)
+    return [m.end() for m in found if not (m.group("line") == "\n" and wraps(text, m.start()))]
 _DEFINITION = re.compile(r"[ \t]*(?:@|(?:async[ \t]+)?def[ \t]|class[ \t]|(?:export[ \t]+)?function[ \t]|func[ \t]|fn[ \t]"
                          r"|(?:pub[ \t]+)?(?:struct|enum|impl|trait|interface|mod)[ \t]|\[[\w. \t\"'-]+\][ \t]*$)")
 CODE_BLOCK_TOKENS = 96
@@ -42,7 +71,7 @@ def find_unit_starts(text: str, offsets: torch.Tensor, files: "list[FileSpan] | 
         return torch.searchsorted(ends, torch.tensor(chars, dtype=torch.long), right=True)
 
     if files is None:
-        char_starts, token_starts = [0, *(m.end() for m in _SENTENCE_END.finditer(text))], []
+        char_starts, token_starts = [0, *_prose_ends(text)], []
     else:
         char_starts, token_starts = [], []
         for f in files:
@@ -50,7 +79,7 @@ def find_unit_starts(text: str, offsets: torch.Tensor, files: "list[FileSpan] | 
             if f.kind == "code":
                 token_starts += code_block_starts(text, f.start, f.end, token_at, CODE_BLOCK_TOKENS)
             else:
-                char_starts += [m.end() for m in _SENTENCE_END.finditer(text, f.start, f.end)]
+                char_starts += _prose_ends(text, f.start, f.end)
     starts = torch.cat((token_at(char_starts), torch.tensor(token_starts, dtype=torch.long)))
     return torch.unique(starts.clamp(max=length - 1))
 

@@ -184,3 +184,18 @@ def test_an_index_made_with_a_lagkv_memory_answers_as_its_text_and_only_under_th
     assert remembering.answer(loaded, QUESTION).answer_tokens == remembering.answer(TEXT, QUESTION).answer_tokens
     with pytest.raises(ValueError, match="lag_memory 16"):
         ilre.with_config(window=64).load_index(tmp_path / "book.ilre")
+
+
+def test_an_index_saved_under_the_older_split_finds_its_units_again(ilre, tmp_path):
+    wrapped = TEXT.replace(" The vault code is", "\nThe vault\ncode is").replace("Line 7 says", "Line 7\nsays")
+    encoded = ilre.encode(wrapped)
+    tensors, meta = index.read(encoded.save(tmp_path / "book.ilre"))
+    old_starts = torch.unique(torch.cat([tensors["unit_starts"], tensors["unit_starts"] + 1]))  # other units
+    old = {k: v for k, v in meta.items() if k not in ("split_rule", "format", "checksum")}
+    path = index.write(tmp_path / "old.ilre", {**tensors, "unit_starts": old_starts.to(tensors["unit_starts"].dtype)},
+                       old)
+    loaded = ilre.load_index(path)
+    assert torch.equal(loaded.tokens.unit_starts(), encoded.tokens.unit_starts())
+    assert ilre.answer(loaded, QUESTION).answer_tokens == ilre.answer(wrapped, QUESTION).answer_tokens
+    current = ilre.load_index(tmp_path / "book.ilre")
+    assert torch.equal(current.tokens.unit_starts(), encoded.tokens.unit_starts())

@@ -279,3 +279,24 @@ def test_a_sentence_wrapped_before_its_number_is_not_an_echo():
     lexical = LexicalIndex.of(units, context=1)
     question = "Which make has been reported to crash when given a makefile with lines longer than 20 kB?"
     assert UnitRecaller.echoes(lexical, question) == {5}
+
+
+def test_lines_of_one_form_are_told_from_prose_by_their_common_words():
+    keys = [f"One of the special magic uuids for {k}-4e1f is: {v}-9a0b." for k, v in
+            [("ab12", "cd34"), ("ef56", "gh78"), ("ij90", "kl12"), ("mn34", "op56"), ("qr78", "st90")]]
+    prose = ["The special report for the board is due in May.", "One of the drivers was late again."]
+    lexical = LexicalIndex.of(keys + prose, 0)
+    assert lexical.same_form(0, 3) and lexical.same_form(4, 1)
+    assert not lexical.same_form(0, 5) and not lexical.same_form(5, 6)
+
+
+def test_neighbours_of_a_chosen_line_that_are_lines_of_its_form_are_not_read(ilre):
+    keys = " ".join(f"One of the special magic numbers for {fruit} is: {100 + i}." for i, fruit in enumerate(FRUITS))
+    encoded = ilre.encode(keys)
+    recaller = ilre.with_config(passage=1, lexical_passage=0, hops=0, unit_cut=0.5).recaller
+    units = recaller.units(encoded.tokens)
+    lexical = encoded.lexical(units, 1)
+    scores = torch.zeros(len(units))
+    scores[5] = 1.0
+    assert recaller.choose(scores, units, 200, lexical=lexical) == [5]
+    assert recaller.choose(scores, units, 200) == [5, 4, 6]

@@ -21,7 +21,7 @@ from ..lexical import LexicalIndex
 from ..prefiller import LayerWindow, StreamState
 from ..prompt import ContextTokens
 from ..sources import FileSpan
-from ..units import TextUnits
+from ..units import SPLIT_RULE, TextUnits
 from ..version import __version__
 from .format import IndexFileError, read, read_meta, write
 
@@ -41,7 +41,7 @@ def save(encoded: EncodedContext, path: str | Path, identity: dict[str, Any], un
     for i, w in enumerate(state.windows):
         tensors[f"window.{i}.keys"], tensors[f"window.{i}.values"] = w.keys, w.values
     meta = {"ilre_version": __version__, "model": identity, "settings": encoded.settings,
-            "context": {"sha256": hashlib.sha256(text).hexdigest(), "tokens": len(tokens), "characters": len(tokens.text)}}
+            "split_rule": SPLIT_RULE, "context": {"sha256": hashlib.sha256(text).hexdigest(), "tokens": len(tokens), "characters": len(tokens.text)}}
     if tokens.files is not None:
         meta["files"] = [f.to_dict() for f in tokens.files]
     if tokens.read_with:
@@ -73,15 +73,16 @@ def load(path: str | Path, layer: int, device: torch.device, key_device: torch.d
     tensors, meta = read(path, verify)
     text = bytes(tensors["text"].numpy()).decode("utf-8")
     files = [FileSpan(**f) for f in meta["files"]] if "files" in meta else None
-    tokens = ContextTokens(text, tensors["ids"].long(), tensors["offsets"].long(), tensors["unit_starts"].long(), files,
-                           meta.get("read_with"))
+    current = meta.get("split_rule", 1) == SPLIT_RULE  # else its units are found again, and their words
+    tokens = ContextTokens(text, tensors["ids"].long(), tensors["offsets"].long(),
+                           tensors["unit_starts"].long() if current else None, files, meta.get("read_with"))
     windows = [LayerWindow(tensors[f"window.{i}.keys"].to(device), tensors[f"window.{i}.values"].to(device))
                for i in range(layer)]
     keys = tensors["keys"].to(key_device)
     state = StreamState(windows, KeyCache(keys, layer, keys.shape[1]), keys.shape[1])
     encoded = EncodedContext(tokens, tensors["prefix_ids"], state, {"load": time.perf_counter() - t0}, None,
                              meta["settings"])
-    if "words" in meta and "words.ids" in tensors:
+    if current and "words" in meta and "words.ids" in tensors:
         vocab = bytes(tensors["words.vocab"].numpy()).decode("utf-8")
         encoded.words[tuple(meta["words"]["units"])] = LexicalIndex(
             vocab.split("\n") if tensors["words.ids"].numel() else [], tensors["words.ids"].numpy(),
