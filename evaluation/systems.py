@@ -63,8 +63,6 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            {"lexical_weight": 1000.0}),
     System("ilre-nohops", "ILRe (sentences, no hops)", "ilre", {"hops": 0}),
     System("ilre-p1", "ILRe (passages: each sentence with one on each side)", "ilre", {"passage": 1}),
-    System("ilre-p1b4", "ILRe (the best four sentences with one on each side)", "ilre",
-           {"passage": 1, "passage_best": 4}),
     System("ilre-nolp", "ILRe (no passage read first by its words)", "ilre", {"lexical_passage": 0}),
     System("ilre-w2", "ILRe (words weighted 2 against attention)", "ilre", {"lexical_weight": 2.0}),
     System("ilre-nonum", "ILRe (a question's numbers not singled out)", "ilre", {"question_numbers": False}),

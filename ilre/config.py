@@ -139,9 +139,6 @@ class SentenceRecallConfig(Checked):
     """Sentences on each side taken right after each sentence chosen, while they fit: the reader
     gets passages rather than lone sentences (an answer often sits beside the sentence that matches
     the question); 0: lone sentences. Sentence recall only."""
-    passage_best: int = setting(0, low=0)
-    """With ``passage``: only this many of the best sentences chosen bring their neighbours, the
-    rest come alone, so that a list of needles still fits in the budget; 0: every sentence."""
 
 
 @dataclass

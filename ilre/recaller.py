@@ -249,10 +249,7 @@ class UnitRecaller(SentenceRecallConfig):
             allowed &= candidates.cpu()
         taken = order[allowed[order]].tolist()
         if self.passage:  # each unit followed by its neighbours, nearest first
-            sides = range(self.passage + 1)
-            taken = [v for i, u in enumerate(taken)
-                     for d in (sides if not self.passage_best or i < self.passage_best else (0,))
-                     for v in ((u - d, u + d) if d else (u,))
+            taken = [v for u in taken for d in range(self.passage + 1) for v in ((u - d, u + d) if d else (u,))
                      if 0 <= v < len(units) and (not d or lexical is None or self.beside(lexical, v, u, lexical))]
         return self.extend(list(first), taken, units, budget)
 

@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 4K), reported as docs/lexical and docs/paraphrase; default folder: results/documents")
     w.add_argument("--questions", choices=tuple(QUESTION_SETS), default="tuning",
                    help="with --documents: the question set; 'tuning', 'tuning2' and 'tuning3' (48 questions "
-                        "each about 6 documents, the sets defaults are chosen on) or 'heldout' (58 questions about 7 other "
-                        "documents, written before any tuning, for held-out figures only); default: tuning")
+                        "each about 6 documents, the sets defaults are chosen on) or 'heldout' (58 questions about 7 "
+                        "other documents, written before any tuning, for held-out figures only); default: tuning")
     w.add_argument("--whole", action="store_true",
                    help="with --documents: ask every question of its whole document, encoded once as a saved "
                         "index in the results folder (indexes/), instead of a window; full context and the "

@@ -166,13 +166,3 @@ def test_choose_takes_units_best_first_above_the_cut_among_the_candidates(data, 
             expected.append(u)
             left -= sizes[u]
     assert UnitRecaller(unit_cut=cut).choose(scores, units, budget, candidates) == expected
-
-
-@pytest.mark.parametrize("best, expected", [(0, [5, 4, 6, 2, 1, 3, 8, 7, 9]), (1, [5, 4, 6, 2, 8]),
-                                            (2, [5, 4, 6, 2, 1, 3, 8])])
-def test_only_the_best_sentences_bring_their_neighbours(best, expected):
-    units = TextUnits.of(torch.arange(0, 100, 10), 100, 128)
-    scores = torch.zeros(10)
-    scores[[5, 2, 8]] = torch.tensor([3.0, 2.0, 1.0])
-    recaller = UnitRecaller(passage=1, passage_best=best, unit_cut=0.0)
-    assert recaller.choose(scores, units, 90)[:len(expected)] == expected

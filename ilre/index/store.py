@@ -41,7 +41,8 @@ def save(encoded: EncodedContext, path: str | Path, identity: dict[str, Any], un
     for i, w in enumerate(state.windows):
         tensors[f"window.{i}.keys"], tensors[f"window.{i}.values"] = w.keys, w.values
     meta = {"ilre_version": __version__, "model": identity, "settings": encoded.settings,
-            "split_rule": SPLIT_RULE, "context": {"sha256": hashlib.sha256(text).hexdigest(), "tokens": len(tokens), "characters": len(tokens.text)}}
+            "split_rule": SPLIT_RULE,
+            "context": {"sha256": hashlib.sha256(text).hexdigest(), "tokens": len(tokens), "characters": len(tokens.text)}}
     if tokens.files is not None:
         meta["files"] = [f.to_dict() for f in tokens.files]
     if tokens.read_with:
