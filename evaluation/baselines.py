@@ -30,7 +30,7 @@ from ilre.answerer import cut_repeat, repeats, token_words
 from ilre.prompt import ContextTokens, assemble, contiguous_runs, tokenize_context
 from ilre.lexical import words
 from ilre.recaller import pool, whole_context
-from ilre.units import TextUnits
+from ilre.units import TextUnits, find_unit_starts
 
 
 @dataclass
@@ -100,9 +100,12 @@ class BM25Chunks:
     b: float = 0.75
 
     def chunks(self, tokens: ContextTokens) -> list[tuple[int, int]]:
-        """[start, end) token ranges covering the context, each at most ``chunk_tokens`` long: the
-        passages that ILRe's ``lexical_passage`` groups too (``TextUnits.groups``)."""
-        units = TextUnits.of(tokens.unit_starts(), len(tokens), self.chunk_tokens)
+        """[start, end) token ranges covering the context, each at most ``chunk_tokens`` long, grouped
+        as ILRe's ``lexical_passage`` groups its units (``TextUnits.groups``) but from sentences and
+        lines, every line break ending one: the chunking of a plain retriever, which does not follow
+        ILRe's rule for wrapped sentences (docs/parameters.md measures it both ways)."""
+        starts = find_unit_starts(tokens.text, tokens.offsets, tokens.files, join_wrapped=False)
+        units = TextUnits.of(starts, len(tokens), self.chunk_tokens)
         firsts = units.groups(self.chunk_tokens)
         return [(int(units.starts[a]), int(units.ends[b - 1])) for a, b in zip(firsts, [*firsts[1:], len(units)])]
 

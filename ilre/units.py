@@ -45,11 +45,11 @@ def wraps(text: str, end: int) -> bool:
             and not _ITEM.match(following.lstrip()) and not line.rstrip().endswith(":"))
 
 
-def _prose_ends(text: str, start: int = 0, end: int | None = None) -> list[int]:
+def _prose_ends(text: str, start: int = 0, end: int | None = None, join_wrapped: bool = True) -> list[int]:
     """Character starts of the units after the first in text[start:end]: after each sentence and
-    at each line break that does not wrap a sentence."""
+    at each line break (that does not wrap a sentence, with ``join_wrapped``)."""
     found = _SENTENCE_END.finditer(text, start, len(text) if end is None else end)
-    return [m.end() for m in found if not (m.group("line") == "\n" and wraps(text, m.start()))]
+    return [m.end() for m in found if not (join_wrapped and m.group("line") == "\n" and wraps(text, m.start()))]
 _DEFINITION = re.compile(r"[ \t]*(?:@|(?:async[ \t]+)?def[ \t]|class[ \t]|(?:export[ \t]+)?function[ \t]|func[ \t]|fn[ \t]"
                          r"|(?:pub[ \t]+)?(?:struct|enum|impl|trait|interface|mod)[ \t]|\[[\w. \t\"'-]+\][ \t]*$)")
 CODE_BLOCK_TOKENS = 96
@@ -57,9 +57,11 @@ CODE_BLOCK_TOKENS = 96
 the recaller never cuts a block in the middle of a line (a single line longer than a unit is)."""
 
 
-def find_unit_starts(text: str, offsets: torch.Tensor, files: "list[FileSpan] | None" = None) -> torch.Tensor:
+def find_unit_starts(text: str, offsets: torch.Tensor, files: "list[FileSpan] | None" = None,
+                     join_wrapped: bool = True) -> torch.Tensor:
     """Token index of the first token of each unit of a context (``offsets``: [L, 2] characters of
-    each token); ``files`` says which parts of ``text`` are prose and which code (None: all prose)."""
+    each token); ``files`` says which parts of ``text`` are prose and which code (None: all prose);
+    ``join_wrapped`` False: every line break ends a unit (``SPLIT_RULE`` 1)."""
     length = offsets.shape[0]
     if length == 0:
         return torch.zeros(0, dtype=torch.long)
@@ -71,7 +73,7 @@ def find_unit_starts(text: str, offsets: torch.Tensor, files: "list[FileSpan] | 
         return torch.searchsorted(ends, torch.tensor(chars, dtype=torch.long), right=True)
 
     if files is None:
-        char_starts, token_starts = [0, *_prose_ends(text)], []
+        char_starts, token_starts = [0, *_prose_ends(text, join_wrapped=join_wrapped)], []
     else:
         char_starts, token_starts = [], []
         for f in files:
@@ -79,7 +81,7 @@ def find_unit_starts(text: str, offsets: torch.Tensor, files: "list[FileSpan] | 
             if f.kind == "code":
                 token_starts += code_block_starts(text, f.start, f.end, token_at, CODE_BLOCK_TOKENS)
             else:
-                char_starts += _prose_ends(text, f.start, f.end)
+                char_starts += _prose_ends(text, f.start, f.end, join_wrapped)
     starts = torch.cat((token_at(char_starts), torch.tensor(token_starts, dtype=torch.long)))
     return torch.unique(starts.clamp(max=length - 1))
 

@@ -24,10 +24,10 @@ followed by another one
 """
 
 
-def units_of(text: str) -> list[str]:
+def units_of(text: str, join_wrapped: bool = True) -> list[str]:
     """The units of ``text``, tokenised one character a token (so token starts are characters)."""
     offsets = torch.tensor([[i, i + 1] for i in range(len(text))])
-    starts = find_unit_starts(text, offsets).tolist()
+    starts = find_unit_starts(text, offsets, join_wrapped=join_wrapped).tolist()
     return [text[a:b].strip() for a, b in zip(starts, [*starts[1:], len(text)])]
 
 
@@ -52,3 +52,10 @@ def test_items_headings_blank_lines_and_lead_ins_still_end_units():
 def test_one_line_per_unit_where_no_line_wraps():
     text = "\n".join(f"One of the special magic numbers for key {i} is: {i}." for i in range(5))
     assert len(units_of(text)) == 5
+
+
+def test_the_older_split_ends_a_unit_at_every_line_break():
+    """What BM25's chunks are grouped from: a plain retriever's lines, not ILRe's rule."""
+    units = units_of(MAN_PAGE, join_wrapped=False)
+    assert "By default rsync limits an individual malloc/realloc to about" in units
+    assert "1GB in size." in units
