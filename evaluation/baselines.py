@@ -370,9 +370,9 @@ def greedy_continue(model: torch.nn.Module, tokenizer, cache, last_logits: torch
     device = next(model.parameters()).device
     stop = eos_ids(model, tokenizer)
     new, key = [int(last_logits.argmax())], token_words(tokenizer)
+    handed = arch.cache_argument(model, cache)  # the same cache object, filled in place every step
     while new[-1] not in stop and len(new) < max_new_tokens and not repeats(new, key=key):
-        step = torch.tensor([[new[-1]]], device=device)
-        out = model(input_ids=step, use_cache=True, **arch.cache_argument(model, cache))
+        out = model(input_ids=torch.tensor([[new[-1]]], device=device), use_cache=True, **handed)
         new.append(int(out.logits[0, -1].argmax()))
     ids = torch.tensor(cut_repeat(new, key=key), dtype=torch.long)
     return tokenizer.decode(ids, skip_special_tokens=True).strip(), ids

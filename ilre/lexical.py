@@ -185,15 +185,18 @@ class LexicalIndex:
         theirs = set(self.word_ids[self.bounds[other]:self.bounds[other + 1]].tolist())
         return len(mine & theirs) / len(mine) if mine else 0.0
 
+    def unit_counts(self) -> np.ndarray:
+        """[V] how many units hold each vocab word (found once, then kept): at most ``RARE`` is rare."""
+        if self._counts is None:
+            pairs = np.unique(self.word_ids.astype(np.int64) * len(self) + self.stats()[3])  # (word, unit) once
+            self._counts = np.bincount(pairs // max(len(self), 1), minlength=len(self.vocab))
+        return self._counts
+
     def form(self, unit: int) -> tuple[int, ...]:
         """The unit's words in order, its rare ones (in at most ``RARE`` units: names, keys, values)
         left out: lines of one form ("The number for <key> is: <value>.") have the same."""
-        if self._counts is None:
-            units = self.stats()[3]
-            pairs = np.unique(self.word_ids.astype(np.int64) * len(self) + units)
-            self._counts = np.bincount(pairs // max(len(self), 1), minlength=len(self.vocab))
         ids = self.word_ids[self.bounds[unit]:self.bounds[unit + 1]]
-        return tuple(ids[self._counts[ids] > RARE].tolist())
+        return tuple(ids[self.unit_counts()[ids] > RARE].tolist())
 
     def same_form(self, unit: int, other: int) -> bool:
         """Whether two units are lines of one form: at least ``FORM_WORDS`` common words, the same."""
@@ -217,7 +220,7 @@ class LexicalIndex:
         hit = np.isin(self.word_ids, np.fromiter(mine, dtype=np.int32))
         pairs = np.unique(self.word_ids[hit].astype(np.int64) * len(self) + units[hit])
         term, unit = pairs // len(self), pairs % len(self)
-        rare = np.isin(term, np.flatnonzero(np.bincount(term) <= RARE)) & ~np.isin(unit, list(exclude))
+        rare = (self.unit_counts()[term] <= RARE) & ~np.isin(unit, list(exclude))
         counts = np.bincount(unit[rare], minlength=len(self))
         linked = np.flatnonzero(counts)
         return [int(u) for u in linked[np.argsort(-counts[linked], kind="stable")]]

@@ -9,7 +9,7 @@ the pipeline knows of it: a new recaller plugs in with ``ILRe(..., recaller=...)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 import numpy as np
 import torch
@@ -248,13 +248,13 @@ class UnitRecaller(SentenceRecallConfig):
         if candidates is not None:
             allowed &= candidates.cpu()
         taken = order[allowed[order]].tolist()
-        if self.passage:  # each unit followed by its neighbours, nearest first
-            taken = [v for u in taken for d in range(self.passage + 1) for v in ((u - d, u + d) if d else (u,))
-                     if 0 <= v < len(units) and (not d or lexical is None or self.beside(lexical, v, u, lexical))]
+        if self.passage:  # each unit followed by its neighbours, nearest first; judged only as far as taken
+            taken = (v for u in taken for d in range(self.passage + 1) for v in ((u - d, u + d) if d else (u,))
+                     if 0 <= v < len(units) and (not d or lexical is None or self.beside(lexical, v, u, lexical)))
         return self.extend(list(first), taken, units, budget)
 
     @staticmethod
-    def extend(chosen: list[int], candidates: list[int], units: TextUnits, budget: int) -> list[int]:
+    def extend(chosen: list[int], candidates: Iterable[int], units: TextUnits, budget: int) -> list[int]:
         """``chosen`` plus the ``candidates``, in their order, that still fit in ``budget``."""
         sizes = (units.ends - units.starts).tolist()
         out, left = list(chosen), budget - sum(sizes[u] for u in chosen)

@@ -31,6 +31,12 @@ list item, continues on it: a manual or man page wraps its sentences at about 72
 unit cut at the line's end parts a sentence from its answer ("... limits an allocation to about" /
 "1GB in size.")."""
 
+_DEFINITION = re.compile(r"[ \t]*(?:@|(?:async[ \t]+)?def[ \t]|class[ \t]|(?:export[ \t]+)?function[ \t]|func[ \t]|fn[ \t]"
+                         r"|(?:pub[ \t]+)?(?:struct|enum|impl|trait|interface|mod)[ \t]|\[[\w. \t\"'-]+\][ \t]*$)")
+CODE_BLOCK_TOKENS = 96
+"""The longest block of code kept whole, in tokens: below ``max_unit_tokens``'s default, so that
+the recaller never cuts a block in the middle of a line (a single line longer than a unit is)."""
+
 
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
@@ -40,7 +46,8 @@ def wraps(text: str, end: int) -> bool:
     """Whether the single line break at ``text[end]`` wraps a sentence (see ``WRAP_MIN_CHARS``)."""
     line = text[text.rfind("\n", 0, end) + 1:end]
     after = end + 1
-    following = text[after:text.find("\n", after) if text.find("\n", after) >= 0 else len(text)]
+    stop = text.find("\n", after)
+    following = text[after:stop if stop >= 0 else len(text)]
     return (len(line.strip()) >= WRAP_MIN_CHARS and bool(following.strip()) and _indent(following) == _indent(line)
             and not _ITEM.match(following.lstrip()) and not line.rstrip().endswith(":"))
 
@@ -50,11 +57,6 @@ def _prose_ends(text: str, start: int = 0, end: int | None = None, join_wrapped:
     at each line break (that does not wrap a sentence, with ``join_wrapped``)."""
     found = _SENTENCE_END.finditer(text, start, len(text) if end is None else end)
     return [m.end() for m in found if not (join_wrapped and m.group("line") == "\n" and wraps(text, m.start()))]
-_DEFINITION = re.compile(r"[ \t]*(?:@|(?:async[ \t]+)?def[ \t]|class[ \t]|(?:export[ \t]+)?function[ \t]|func[ \t]|fn[ \t]"
-                         r"|(?:pub[ \t]+)?(?:struct|enum|impl|trait|interface|mod)[ \t]|\[[\w. \t\"'-]+\][ \t]*$)")
-CODE_BLOCK_TOKENS = 96
-"""The longest block of code kept whole, in tokens: below ``max_unit_tokens``'s default, so that
-the recaller never cuts a block in the middle of a line (a single line longer than a unit is)."""
 
 
 def find_unit_starts(text: str, offsets: torch.Tensor, files: "list[FileSpan] | None" = None,
