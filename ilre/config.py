@@ -135,10 +135,12 @@ class SentenceRecallConfig(Checked):
     the passage read first is the best by BM25 among those holding the most of them, and sentences
     that repeat half the question's other words without them (the same question asked of another
     value, such as a worked example) are not read. Sentence recall only (docs/parameters.md)."""
-    passage: int = setting(0, low=0)
+    passage: int = setting(1, low=0)
     """Sentences on each side taken right after each sentence chosen, while they fit: the reader
     gets passages rather than lone sentences (an answer often sits beside the sentence that matches
-    the question); 0: lone sentences. Sentence recall only."""
+    the question); not beside the lines of a list (several chosen sentences of one form, such as
+    needles of several keys), whose neighbours would crowd out its other lines; 0: lone sentences.
+    Sentence recall only (docs/parameters.md)."""
 
 
 @dataclass

@@ -20,7 +20,9 @@ the tuning questions it read no more answering passages (docs/parameters.md).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -202,6 +204,13 @@ class LexicalIndex:
         """Whether two units are lines of one form: at least ``FORM_WORDS`` common words, the same."""
         form = self.form(unit)
         return len(form) >= FORM_WORDS and form == self.form(other)
+
+    def listed(self, units: Iterable[int]) -> set[int]:
+        """Those of ``units`` that are lines of a list among them: another of them has their form
+        (``same_form``), as the needles of several keys or values have."""
+        forms = {u: self.form(u) for u in units}
+        counts = Counter(f for f in forms.values() if len(f) >= FORM_WORDS)
+        return {u for u, f in forms.items() if counts[f] > 1}
 
     def says_something(self, unit: int, among: "LexicalIndex") -> bool:
         """Whether ``unit`` holds a word that ``among`` (an index of the same words) counts: one in at

@@ -239,7 +239,9 @@ class UnitRecaller(SentenceRecallConfig):
 
         ``candidates`` (a [U] bool mask), when given, says which units may be taken at all;
         ``first``: units already taken, which fit in the budget; ``lexical``: the units' words, with
-        which ``passage`` leaves out neighbours not worth reading beside a unit (``beside``).
+        which ``passage`` leaves out neighbours not worth reading beside a unit (``beside``) and
+        gives none to the lines of a list (``LexicalIndex.listed``): their neighbours would crowd
+        out the list's other lines, the needles of several keys or values.
         """
         unit_scores = _finite_order(unit_scores).cpu()
         order = torch.argsort(unit_scores, descending=True, stable=True)
@@ -249,8 +251,10 @@ class UnitRecaller(SentenceRecallConfig):
             allowed &= candidates.cpu()
         taken = order[allowed[order]].tolist()
         if self.passage:  # each unit followed by its neighbours, nearest first; judged only as far as taken
+            listed = lexical.listed([*first, *taken]) if lexical is not None else set()
             taken = (v for u in taken for d in range(self.passage + 1) for v in ((u - d, u + d) if d else (u,))
-                     if 0 <= v < len(units) and (not d or lexical is None or self.beside(lexical, v, u, lexical)))
+                     if 0 <= v < len(units) and (not d or lexical is None
+                                                 or (u not in listed and self.beside(lexical, v, u, lexical))))
         return self.extend(list(first), taken, units, budget)
 
     @staticmethod

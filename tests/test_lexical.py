@@ -300,3 +300,24 @@ def test_neighbours_of_a_chosen_line_that_are_lines_of_its_form_are_not_read(ilr
     scores[5] = 1.0
     assert recaller.choose(scores, units, 200, lexical=lexical) == [5]
     assert recaller.choose(scores, units, 200) == [5, 4, 6]
+
+
+def test_lines_of_a_list_chosen_together_are_read_without_neighbours(ilre):
+    """With ``passage``, a chosen sentence brings its neighbours, but two chosen lines of one form
+    (the values of a list of needles) bring none: they would crowd out the list's other lines."""
+    facts = ["Rivers carry silt toward deltas every spring.", "Bakers knead dough before sunrise daily.",
+             "Miners dig copper under distant hills.", "Sailors mend torn nets after storms.",
+             "Farmers plant barley across wide valleys.", "Weavers dye wool with crushed berries."]
+    needles = [f"One of the special magic numbers for {fruit} is: {100 + i}." for i, fruit in enumerate(FRUITS[:5])]
+    sentences = [s for pair in zip(facts, needles) for s in pair] + facts[5:]
+    encoded = ilre.encode(" ".join(sentences))
+    recaller = ilre.with_config(passage=1, lexical_passage=0, hops=0, unit_cut=0.5).recaller
+    units = recaller.units(encoded.tokens)
+    assert len(units) == len(sentences)
+    lexical = encoded.lexical(units, 1)
+    scores = torch.zeros(len(units))
+    scores[3] = 1.0  # one needle chosen: read as a passage, with the facts on each side
+    assert recaller.choose(scores, units, 200, lexical=lexical) == [3, 2, 4]
+    scores[7] = 1.0  # two needles of one form chosen: a list, each line alone
+    assert recaller.choose(scores, units, 200, lexical=lexical) == [3, 7]
+    assert lexical.listed([3, 7]) == {3, 7} and lexical.listed([3, 4]) == set()
