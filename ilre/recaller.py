@@ -162,7 +162,7 @@ class UnitRecaller(SentenceRecallConfig):
         units = self.units(context.tokens)
         if (whole := whole_context(units.length, budget)) is not None:
             return whole
-        matched = self.lexical_weight or self.hops or self.lexical_passage
+        matched = self.lexical_weight or self.hops or self.lexical_passage or self.passage
         lexical = context.lexical(units, self.lexical_context) if matched else None
         echoes = self.echoes(lexical, question) if lexical is not None and self.question_numbers else set()
         first = self.best_passage(lexical, units, question, budget, echoes) if lexical is not None else []
@@ -238,10 +238,10 @@ class UnitRecaller(SentenceRecallConfig):
         """Indices of the best units that fit in ``budget`` (in the order taken), given a score per unit.
 
         ``candidates`` (a [U] bool mask), when given, says which units may be taken at all;
-        ``first``: units already taken, which fit in the budget; ``lexical``: the units' words, with
-        which ``passage`` leaves out neighbours not worth reading beside a unit (``beside``) and
-        gives none to the lines of a list (``LexicalIndex.listed``): their neighbours would crowd
-        out the list's other lines, the needles of several keys or values.
+        ``first``: units already taken, which fit in the budget; ``lexical``: the units' words, by
+        which ``passage`` judges a unit's neighbours: none beside a line of a list
+        (``LexicalIndex.listed``: they would crowd out the list's other lines, the needles of several
+        keys or values), nor any not worth reading beside it (``beside``); without words, none.
         """
         unit_scores = _finite_order(unit_scores).cpu()
         order = torch.argsort(unit_scores, descending=True, stable=True)
@@ -250,11 +250,10 @@ class UnitRecaller(SentenceRecallConfig):
         if candidates is not None:
             allowed &= candidates.cpu()
         taken = order[allowed[order]].tolist()
-        if self.passage:  # each unit followed by its neighbours, nearest first; judged only as far as taken
-            listed = lexical.listed([*first, *taken]) if lexical is not None else set()
+        if self.passage and lexical is not None:  # each unit, then its neighbours nearest first, judged lazily
+            listed = lexical.listed([*first, *taken])
             taken = (v for u in taken for d in range(self.passage + 1) for v in ((u - d, u + d) if d else (u,))
-                     if 0 <= v < len(units) and (not d or lexical is None
-                                                 or (u not in listed and self.beside(lexical, v, u, lexical))))
+                     if 0 <= v < len(units) and (not d or (u not in listed and self.beside(lexical, v, u, lexical))))
         return self.extend(list(first), taken, units, budget)
 
     @staticmethod
