@@ -22,9 +22,9 @@ from pathlib import Path
 
 from ilre import cli
 from evaluation.documents import QUESTION_SETS, load_data
+from evaluation.systems import SYSTEMS
 
-SETTINGS = {"default (attention + words + hops + passages)": {},
-            "attention alone": {"lexical_weight": 0.0, "hops": 0, "lexical_passage": 0, "passage": 0}}
+SETTINGS = {"default (attention + words + hops + passages)": {}, "attention alone": SYSTEMS["ilre-attn"].ilre}
 
 
 def build_parser() -> argparse.ArgumentParser:
