@@ -1,7 +1,7 @@
 """The systems ILRe is compared with, each deciding WHICH context tokens the answer reads.
 
 Every system answers from the same prompt layout as ILRe (instruction, kept context tokens in
-their original order with a gap marker between non-adjacent runs, question, answer prefix), and
+the order it reads them with a gap marker between non-adjacent runs, question, answer prefix), and
 every selecting system keeps at most the same token budget. They differ only in how they choose:
 
 * :class:`StreamingLLM`: the first ``sink`` context tokens plus the most recent ones.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -91,13 +92,15 @@ class BM25Chunks:
 
     Chunks are whole sentences/lines merged up to ``chunk_tokens`` tokens (longer units are
     cut), so a retrieved chunk reads as text. The best chunks are taken while they fit in the
-    budget and put back in their original order. This is what many users would try first:
-    it needs no model at all to choose.
+    budget and put back in their original order. This is what many users would try first: it
+    needs no model at all to choose.
     """
 
     chunk_tokens: int = 64
     k1: float = 1.5
     b: float = 0.75
+    best_last: ClassVar[bool] = False
+    """Read the chunks from the least relevant to the best instead (``BM25ChunksBestLast``)."""
 
     def chunks(self, tokens: ContextTokens) -> list[tuple[int, int]]:
         """[start, end) token ranges covering the context, each at most ``chunk_tokens`` long, grouped
@@ -128,7 +131,17 @@ class BM25Chunks:
                 left -= b - a
             if left == 0:
                 break
-        return torch.sort(torch.cat(chosen)).values if chosen else torch.zeros(0, dtype=torch.long)
+        if not chosen:
+            return torch.zeros(0, dtype=torch.long)
+        return torch.cat(chosen[::-1]) if self.best_last else torch.sort(torch.cat(chosen)).values
+
+
+@dataclass
+class BM25ChunksBestLast(BM25Chunks):
+    """``BM25Chunks`` read from the least relevant chunk to the best, the order in which ILRe's
+    ``read_order`` 'best_last' reads: what that order alone gives a plain retriever."""
+
+    best_last: ClassVar[bool] = True
 
 
 @dataclass

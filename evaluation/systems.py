@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .baselines import BM25Chunks, GemFilter, LagKVVotes, SnapKVStyle, StreamingLLM
+from .baselines import BM25Chunks, BM25ChunksBestLast, GemFilter, LagKVVotes, SnapKVStyle, StreamingLLM
 from .tasks import Task
 
 OK = "ok"
@@ -58,10 +58,12 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("ilre-mk", "ILRe (kernels 1,7,31)", "ilre", {"recall_unit": "token", "kernels": (1, 7, 31)}),
     System("ilre-k7", "ILRe (kernel 7)", "ilre", {"recall_unit": "token", "kernels": (7,)}),
     System("ilre-attn", "ILRe (sentences, attention alone, as in the paper)", "ilre",
-           {"lexical_weight": 0.0, "hops": 0, "lexical_passage": 0, "passage": 0}),
+           {"lexical_weight": 0.0, "hops": 0, "lexical_passage": 0, "passage": 0, "read_order": "text"}),
     System("ilre-words", "ILRe's sentence choice by words alone (BM25 of sentences with neighbours)", "ilre",
            {"lexical_weight": 1000.0}),
     System("ilre-nohops", "ILRe (sentences, no hops)", "ilre", {"hops": 0}),
+    System("ilre-text", "ILRe (passages read in text order: the default before best_last)", "ilre",
+           {"read_order": "text"}),
     System("ilre-p0", "ILRe (lone sentences, no neighbours: the default before passages)", "ilre", {"passage": 0}),
     System("ilre-nolp", "ILRe (no passage read first by its words)", "ilre", {"lexical_passage": 0}),
     System("ilre-w2", "ILRe (words weighted 2 against attention)", "ilre", {"lexical_weight": 2.0}),
@@ -78,6 +80,8 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("lagkv", "LagKV", "lagkv", selector=LagKVVotes(lag=64, sink=4)),
     System("streaming", "StreamingLLM", "select", selector=StreamingLLM(sink=4)),
     System("rag", "RAG (BM25)", "select", selector=BM25Chunks(chunk_tokens=64)),
+    System("rag-bl", "RAG (BM25), the best chunk read last", "select",
+           selector=BM25ChunksBestLast(chunk_tokens=64)),
     System("gemfilter", "GemFilter (layer l_R, last token)", "gemfilter", selector=GemFilter()),
 )}
 DEFAULT_SYSTEMS = ("full", "ilre", "ilre-mk", "ilre-k7", "snapkv", "streaming", "rag")

@@ -141,6 +141,11 @@ class SentenceRecallConfig(Checked):
     the question); not beside the lines of a list (several chosen sentences of one form, such as
     needles of several keys), whose neighbours would crowd out its other lines; 0: lone sentences.
     Sentence recall only (docs/parameters.md)."""
+    read_order: str = setting("best_last", choices=("best_last", "text"))
+    """The order in which the answer reads the passages recalled: 'best_last' (those chosen for the
+    question from the least relevant to the most, so that the best sits next to the question, then
+    what the hops followed from them, in text order) or 'text' (the context's order). A small reader
+    answers from what it read last (docs/parameters.md). Sentence recall only."""
 
 
 @dataclass
@@ -164,7 +169,7 @@ class PoolingRecallConfig(Checked):
 
 
 DEFAULT_INSTRUCTION = (
-    "Below are excerpts of a long document, in their original order. "
+    "Below are excerpts of a long document. "
     "Answer the question using them; answer briefly."
 )
 

@@ -179,9 +179,10 @@ class ILRe:
 
     def recall(self, encoded: EncodedContext, query: str | QueryTokens, answer_prefix: str = "",
                with_scores: bool = False) -> tuple:
-        """Context token positions (sorted) that the answer to ``query`` will read, and the stage
-        times; ``with_scores``: also each token's attention score as a share of the best (its unit's
-        with sentence recall; None when the budget covers the context)."""
+        """Context token positions that the answer to ``query`` will read, in the order it reads
+        them (``Recaller.recall``), and the stage times; ``with_scores``: also each token's attention
+        score as a share of the best (its unit's with sentence recall; None when the budget covers
+        the context)."""
         check_settings(self.encoding, encoded.settings)
         if (whole := whole_context(len(encoded.tokens), self.config.budget)) is not None:
             return (whole, {"score": 0.0, "recall": 0.0}) + ((None,) if with_scores else ())

@@ -158,7 +158,7 @@ class QueryTokens:
 
 def assemble(prefix: torch.Tensor, context: torch.Tensor, positions: torch.Tensor,
              suffix: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
-    """prefix + context[positions] with ``gap`` between non-adjacent runs + suffix."""
+    """prefix + context[positions] with ``gap`` between runs of consecutive positions + suffix."""
     parts = [prefix]
     runs = contiguous_runs(positions)
     for i, (start, end) in enumerate(runs):
@@ -170,7 +170,7 @@ def assemble(prefix: torch.Tensor, context: torch.Tensor, positions: torch.Tenso
 
 
 def contiguous_runs(positions: torch.Tensor) -> list[tuple[int, int]]:
-    """[start, end) runs of consecutive positions in a sorted 1-D tensor."""
+    """[start, end) runs of consecutive positions in a 1-D tensor, in its order (each run ascending)."""
     if positions.numel() == 0:
         return []
     pos = positions.tolist()

@@ -1,9 +1,11 @@
 """Recallers: turn the scores of a context's units or tokens into the positions the answer reads.
 
-Every recaller returns sorted, unique positions within [0, L), never more than the budget, and
-all L positions when the budget covers the context (``whole_context``). Each is a small dataclass
-whose parameters are its config's (ilre/config.py), and each implements ``Recaller``, which is all
-the pipeline knows of it: a new recaller plugs in with ``ILRe(..., recaller=...)``.
+Every recaller returns unique positions within [0, L), never more than the budget, and all L
+positions when the budget covers the context (``whole_context``), in the order the answer reads
+them: sorted (text order), or runs of consecutive tokens in the order ``read_order`` gives them.
+Each is a small dataclass whose parameters are its config's (ilre/config.py), and each implements
+``Recaller``, which is all the pipeline knows of it: a new recaller plugs in with
+``ILRe(..., recaller=...)``.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ class Recaller(Protocol):
         """The units the scorer scores as one (a score per unit); None: a score per token."""
 
     def recall(self, scores: torch.Tensor, context: Context, question: str, budget: int) -> torch.Tensor:
-        """Sorted context positions to read, at most ``budget``, from ``scores`` (per unit of
-        ``units(context.tokens)``, or per token)."""
+        """Context positions to read, at most ``budget``, in the order the answer reads them, from
+        ``scores`` (per unit of ``units(context.tokens)``, or per token)."""
 
 
 LOOKALIKE_OVERLAP = 0.5
@@ -175,13 +177,28 @@ class UnitRecaller(SentenceRecallConfig):
             candidates = torch.ones(len(units), dtype=torch.bool) if candidates is None else candidates.clone()
             candidates[list(echoes)] = False
         chosen = found = self.choose(scores, units, budget, candidates, first, lexical)
+        asked = len(chosen)
         for _ in range(self.hops if lexical is not None else 0):
             before = len(chosen)
             chosen = self.extend(chosen, lexical.linked(found, question, set(chosen) | echoes), units, budget)
             found = chosen[before:]
             if not found:
                 break
-        return units.positions(chosen)
+        return self.read(units, chosen, asked)
+
+    def read(self, units: TextUnits, chosen: list[int], asked: int) -> torch.Tensor:
+        """The token positions of the units ``chosen`` (in the order taken: the first ``asked`` for
+        the question, the rest by the hops) in the order ``read_order`` says: with 'best_last', the
+        runs of adjacent units chosen for the question by their best unit's place, the first taken
+        last, then the runs the hops added, in text order (a chain goes on from its first link)."""
+        runs = units.runs(chosen)
+        if self.read_order == "text":
+            return units.read(runs)
+        place = {u: i for i, u in enumerate(chosen)}
+        best = [min(place[u] for u in run) for run in runs]
+        for_question = sorted((i for i in range(len(runs)) if best[i] < asked), key=best.__getitem__, reverse=True)
+        by_hops = [i for i in range(len(runs)) if best[i] >= asked]
+        return units.read([runs[i] for i in for_question + by_hops])
 
     @staticmethod
     def echoes(lexical: LexicalIndex, question: str) -> set[int]:

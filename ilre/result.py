@@ -42,7 +42,7 @@ class RecalledSpan:
 
 def spans_of(tokens: ContextTokens, positions: torch.Tensor,
              token_scores: torch.Tensor | None = None) -> list[RecalledSpan]:
-    """The recalled ``positions`` (sorted) of a context as spans of its text, one per run of
+    """The recalled ``positions`` of a context as spans of its text, in the order read, one per run of
     adjacent tokens in one file; ``token_scores`` [L] give each span its best."""
     files = tokens.files or [FileSpan(None, 0, 0, len(tokens.text))]
     headers = [f.header for f in files]
@@ -67,7 +67,7 @@ def sources_line(spans: list[RecalledSpan]) -> str:
     """What the CLI prints under an answer: the lines recalled of each file, in context order
     ("sources: a.py:4-7,30; b.md:12")."""
     by_file: dict[str | None, list[str]] = {}
-    for span in spans:
+    for span in sorted(spans, key=lambda s: s.start):
         by_file.setdefault(span.file, []).append(span.lines)
     return "sources: " + "; ".join(f"{'lines ' if f is None else f + ':'}{','.join(lines)}" for f, lines in by_file.items())
 
@@ -77,6 +77,7 @@ class AnswerResult:
     answer: str
     answer_tokens: list[int]
     spans: list[RecalledSpan]
+    """What the answer read, in the order it read it (``read_order``)."""
     layer: int
     context_tokens: int
     recalled_tokens: int

@@ -161,9 +161,23 @@ class TextUnits:
 
     def positions(self, chosen: list[int]) -> torch.Tensor:
         """Sorted token positions of the units ``chosen``."""
-        if not chosen:
+        return self.read(self.runs(chosen))
+
+    def runs(self, chosen: list[int]) -> list[list[int]]:
+        """The units ``chosen`` as runs of consecutive units (adjacent text), in text order."""
+        out: list[list[int]] = []
+        for u in sorted(set(chosen)):
+            if out and u == out[-1][-1] + 1:
+                out[-1].append(u)
+            else:
+                out.append([u])
+        return out
+
+    def read(self, runs: list[list[int]]) -> torch.Tensor:
+        """The token positions of ``runs`` (each consecutive units) in the order given."""
+        if not runs:
             return torch.zeros(0, dtype=torch.long)
-        return torch.cat([torch.arange(int(self.starts[u]), int(self.ends[u])) for u in sorted(chosen)])
+        return torch.cat([torch.arange(int(self.starts[run[0]]), int(self.ends[run[-1]])) for run in runs])
 
 
 def split_long_units(starts: torch.Tensor, length: int, max_len: int) -> torch.Tensor:

@@ -122,7 +122,7 @@ def test_a_neighbour_that_only_borrows_the_questions_words_is_not_taken(ilre):
 
 def test_weight_zero_is_attention_alone(ilre):
     encoded = ilre.encode(CHAIN)
-    attention = ilre.with_config(lexical_weight=0.0, lexical_passage=0, passage=0)
+    attention = ilre.with_config(lexical_weight=0.0, lexical_passage=0, passage=0, read_order="text")
     queries = attention.prefiller().query_states(encoded.state, attention.template.query("What is QXZ?").ids)
     units = attention.recaller.units(encoded.tokens)
     scores = attention.scorer.score_context(attention.decoder, queries, encoded.state.key_cache,

@@ -166,3 +166,14 @@ def test_choose_takes_units_best_first_above_the_cut_among_the_candidates(data, 
             expected.append(u)
             left -= sizes[u]
     assert UnitRecaller(unit_cut=cut).choose(scores, units, budget, candidates) == expected
+
+
+def test_best_last_reads_the_question_s_runs_best_last_then_the_hops_in_text_order():
+    """Units of 10 tokens; taken for the question 1 (the best), then 5 and its neighbour 6; the hops
+    added 3. 'best_last' reads 5-6, then 1 next to the question, then the hop's 3; 'text' sorts."""
+    units = TextUnits(torch.arange(0, 80, 10), torch.arange(10, 90, 10))
+    chosen, asked = [1, 5, 6, 3], 3
+    best_last = UnitRecaller(read_order="best_last").read(units, chosen, asked)
+    assert best_last.tolist() == [*range(50, 70), *range(10, 20), *range(30, 40)]
+    text = UnitRecaller(read_order="text").read(units, chosen, asked)
+    assert torch.equal(text, torch.sort(best_last).values)
