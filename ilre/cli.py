@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 K, M = 1024, 1024 * 1024
 RECALL = ("budget", "recall_unit", "query_tokens", "max_unit_tokens", "unit_cut", "lexical_weight", "lexical_context",
-          "hops", "lexical_passage", "question_numbers", "passage", "kernels", "shares", "pooling",
+          "hops", "lexical_passage", "question_numbers", "passage", "read_order", "kernels", "shares", "pooling",
           "positions", "distance")
 """The ILReConfig fields that shape recall: the retrieval options of every command that recalls."""
 PREFILL = ("sink", "window", "lag_memory", "chunk_size", "prefill_precision", "key_dtype", "key_memory")
