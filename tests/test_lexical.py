@@ -203,6 +203,21 @@ def test_lookalikes_of_the_matching_line_are_left_out_of_the_passage(ilre):
     assert [f for f in FRUITS if f in read] == ["melon", "peach"]
 
 
+def test_the_passage_read_first_is_read_last_next_to_the_question(ilre):
+    """The passage whose words match (melon's line) is the best: 'best_last' reads it after the
+    attention's pick (peach's line, later in the text), and the prompt's last run before the
+    question holds it; 'text' keeps the text's order."""
+    question = "What is the magic number for melon?"
+    best_last = _passage_read(ilre, LOOKALIKES, question, lexical_passage=96)
+    assert best_last.index("peach") < best_last.index("melon")
+    text = _passage_read(ilre, LOOKALIKES, question, lexical_passage=96, read_order="text")
+    assert text.index("melon") < text.index("peach")
+    assert sorted(best_last) == sorted(text)  # the same tokens, another order
+    prompt = ilre.tokenizer.decode(ilre.with_config(hops=0, lexical_passage=96).prompt(LOOKALIKES, question))
+    last_run = prompt[:prompt.rindex(question)].rsplit(ilre.config.gap_marker, 1)[-1]
+    assert "melon is 17" in last_run and ilre.config.gap_marker in prompt
+
+
 def test_a_passage_longer_than_the_budget_is_not_read(ilre):
     encoded = ilre.encode(LOOKALIKES)
     recaller = ilre.with_config(lexical_passage=64, lexical_weight=0.0, hops=0).recaller
