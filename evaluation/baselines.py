@@ -92,8 +92,8 @@ class BM25Chunks:
 
     Chunks are whole sentences/lines merged up to ``chunk_tokens`` tokens (longer units are
     cut), so a retrieved chunk reads as text. The best chunks are taken while they fit in the
-    budget and put back in their original order. This is what many users would try first: it
-    needs no model at all to choose.
+    budget and put back in their original order. This is what many users would try first:
+    it needs no model at all to choose.
     """
 
     chunk_tokens: int = 64
