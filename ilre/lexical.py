@@ -20,8 +20,8 @@ the tuning questions it read no more answering passages (docs/parameters.md).
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from typing import Iterable
 
 import numpy as np
@@ -34,6 +34,10 @@ RARE = 3
 FORM_WORDS = 3
 """The fewest common words that make a line's form (``LexicalIndex.same_form``): two short prose
 sentences may share one or two ("it is"), a list's lines share their whole wording."""
+ONE_FORM = 0.8
+"""How alike two lines' forms must be to be one (difflib's ratio: twice the words they share, in
+order, over both lengths). A word of a key that recurs in a few lines counts as common ("wakeful"
+in "wakeful-peer"), so one line of a list can hold a word more than the others."""
 EMPTY = "_"
 """The one word of a neighbourhood without words (rank_bm25 needs one; it matches no question)."""
 
@@ -201,16 +205,14 @@ class LexicalIndex:
         return tuple(ids[self.unit_counts()[ids] > RARE].tolist())
 
     def same_form(self, unit: int, other: int) -> bool:
-        """Whether two units are lines of one form: at least ``FORM_WORDS`` common words, the same."""
-        form = self.form(unit)
-        return len(form) >= FORM_WORDS and form == self.form(other)
+        """Whether two units are lines of one form (``one_form``)."""
+        return one_form(self.form(unit), self.form(other))
 
     def listed(self, units: Iterable[int]) -> set[int]:
         """Those of ``units`` that are lines of a list among them: another of them has their form
-        (``same_form``), as the needles of several keys or values have."""
+        (``one_form``), as the needles of several keys or values have."""
         forms = {u: self.form(u) for u in units}
-        counts = Counter(f for f in forms.values() if len(f) >= FORM_WORDS)
-        return {u for u, f in forms.items() if counts[f] > 1}
+        return {u for u, f in forms.items() if any(one_form(f, g) for v, g in forms.items() if v != u)}
 
     def says_something(self, unit: int, among: "LexicalIndex") -> bool:
         """Whether ``unit`` holds a word that ``among`` (an index of the same words) counts: one in at
@@ -219,8 +221,10 @@ class LexicalIndex:
         return bool((idf[self.word_ids[self.bounds[unit]:self.bounds[unit + 1]]] > 0).any())
 
     def linked(self, found: list[int], question: str, exclude: set[int]) -> list[int]:
-        """Units that share a rare word (in at most ``RARE`` units) with the units ``found``, not
-        with the question: the next links of a chain. Most shared rare words first, then text order."""
+        """Units, not in ``exclude`` (those taken), that share a rare word (in at most ``RARE``
+        units) with the units ``found``, not with the question: the next links of a chain. Most
+        shared rare words first, then text order. A line of the form of one taken (``one_form``)
+        is another entry of its list (another key's line sharing a part of its name), not a link."""
         asked = {self._ids[w] for w in words(question) if w in self._ids}
         mine = {int(i) for u in found for i in self.word_ids[self.bounds[u]:self.bounds[u + 1]]} - asked
         if not mine:
@@ -232,4 +236,14 @@ class LexicalIndex:
         rare = (self.unit_counts()[term] <= RARE) & ~np.isin(unit, list(exclude))
         counts = np.bincount(unit[rare], minlength=len(self))
         linked = np.flatnonzero(counts)
-        return [int(u) for u in linked[np.argsort(-counts[linked], kind="stable")]]
+        forms = {self.form(u) for u in exclude}
+        return [int(u) for u in linked[np.argsort(-counts[linked], kind="stable")]
+                if not any(one_form(self.form(int(u)), form) for form in forms)]
+
+
+def one_form(form: tuple[int, ...], other: tuple[int, ...]) -> bool:
+    """Whether two lines' forms (``LexicalIndex.form``) are one: at least ``FORM_WORDS`` common words
+    each, and at least ``ONE_FORM`` alike."""
+    if min(len(form), len(other)) < FORM_WORDS:
+        return False
+    return form == other or SequenceMatcher(None, form, other, autojunk=False).ratio() >= ONE_FORM

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from conftest import tiny_model
 from ilre.config import ILReConfig
-from ilre.lexical import LexicalIndex, numbers, scaled, words
+from ilre.lexical import LexicalIndex, numbers, one_form, scaled, words
 from ilre.pipeline import ILRe
 from ilre.recaller import TextUnits
 
@@ -49,6 +49,17 @@ def test_linked_follows_rare_words_not_shared_with_the_question():
     assert index.linked([0], question, {0}) == [2]
     assert index.linked([2], question, {0, 2}) == [4]
     assert index.linked([4], question, {0, 2, 4}) == []
+
+
+def test_linked_leaves_out_another_keys_line_that_shares_a_part_of_its_name():
+    """A line of the form of one taken that shares a rare part of its key's name ("uttermost") is
+    another entry of the list, not a chain's link; prose that shares it is a link."""
+    keys = ["uttermost-father", "uttermost-deed", "crabby-porpoise", "shy-owl", "wakeful-peer"]
+    lines = [f"One of the special magic numbers for {key} is: {100 + i}." for i, key in enumerate(keys)]
+    index = LexicalIndex.of([*lines, "The uttermost care was taken.", "Nothing else happened."], context=0)
+    question = "What is the special magic number for sweltering-waitress?"
+    assert index.same_form(0, 1) and not index.same_form(0, 5)
+    assert index.linked([0], question, {0}) == [5]  # not 1, which shares "uttermost" too
 
 
 @settings(max_examples=80, deadline=None)
@@ -303,6 +314,15 @@ def test_lines_of_one_form_are_told_from_prose_by_their_common_words():
     lexical = LexicalIndex.of(keys + prose, 0)
     assert lexical.same_form(0, 3) and lexical.same_form(4, 1)
     assert not lexical.same_form(0, 5) and not lexical.same_form(5, 6)
+
+
+def test_one_form_allows_a_key_word_that_recurs_in_a_few_lines():
+    """A list's line whose key holds a word common enough to count ("wakeful") is still of the
+    list's form; short forms and forms that differ in more are not one."""
+    line = (1, 2, 3, 4, 5, 6, 7, 8)
+    assert one_form(line, line) and one_form(line, (1, 2, 3, 4, 5, 6, 7, 99, 8))
+    assert not one_form((1, 2), (1, 2)) and not one_form((1, 2, 3), (1, 2, 4))
+    assert not one_form(line, (1, 2, 3, 9, 10, 11, 12, 8))
 
 
 def test_neighbours_of_a_chosen_line_that_are_lines_of_its_form_are_not_read(ilre):
