@@ -125,7 +125,8 @@ class SentenceRecallConfig(Checked):
     hops: int = setting(4, low=0)
     """Rounds of follow-up recall while the budget lasts: each adds the sentences that share a rare
     word (a name in at most 3 sentences) with the last round's, not with the question, so that a
-    chain such as 'A = 5', 'B = A' is followed; 0: none. Sentence recall only."""
+    chain such as 'A = 5', 'B = A' is followed, but not to another line of a taken line's list
+    (another key's line, sharing a part of its name); 0: none. Sentence recall only."""
     lexical_passage: int = setting(64, low=0)
     """Tokens of consecutive whole sentences read first, as one passage: the one whose words match
     the question best by BM25, as retrieval-augmented generation reads; attention and words choose
