@@ -20,6 +20,7 @@ the tuning questions it read no more answering passages (docs/parameters.md).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Iterable
@@ -209,10 +210,12 @@ class LexicalIndex:
         return one_form(self.form(unit), self.form(other))
 
     def listed(self, units: Iterable[int]) -> set[int]:
-        """Those of ``units`` that are lines of a list among them: another of them has their form
-        (``one_form``), as the needles of several keys or values have."""
+        """Those of ``units`` that are lines of a list among them: another of them has exactly their
+        form, as the needles of several keys or values have. Exact, not ``one_form``: ``units`` may
+        be thousands of a long document's sentences, too many to compare pairwise."""
         forms = {u: self.form(u) for u in units}
-        return {u for u, f in forms.items() if any(one_form(f, g) for v, g in forms.items() if v != u)}
+        counts = Counter(f for f in forms.values() if len(f) >= FORM_WORDS)
+        return {u for u, f in forms.items() if counts[f] > 1}
 
     def says_something(self, unit: int, among: "LexicalIndex") -> bool:
         """Whether ``unit`` holds a word that ``among`` (an index of the same words) counts: one in at
@@ -236,7 +239,7 @@ class LexicalIndex:
         rare = (self.unit_counts()[term] <= RARE) & ~np.isin(unit, list(exclude))
         counts = np.bincount(unit[rare], minlength=len(self))
         linked = np.flatnonzero(counts)
-        forms = {self.form(u) for u in exclude}
+        forms = {form for u in exclude if len(form := self.form(u)) >= FORM_WORDS}
         return [int(u) for u in linked[np.argsort(-counts[linked], kind="stable")]
                 if not any(one_form(self.form(int(u)), form) for form in forms)]
 
@@ -244,6 +247,9 @@ class LexicalIndex:
 def one_form(form: tuple[int, ...], other: tuple[int, ...]) -> bool:
     """Whether two lines' forms (``LexicalIndex.form``) are one: at least ``FORM_WORDS`` common words
     each, and at least ``ONE_FORM`` alike."""
-    if min(len(form), len(other)) < FORM_WORDS:
-        return False
-    return form == other or SequenceMatcher(None, form, other, autojunk=False).ratio() >= ONE_FORM
+    if min(len(form), len(other)) < FORM_WORDS or 2 * min(len(form), len(other)) < ONE_FORM * (len(form) + len(other)):
+        return False  # the ratio is at most this for forms of these lengths
+    if form == other:
+        return True
+    alike = SequenceMatcher(None, form, other, autojunk=False)
+    return alike.quick_ratio() >= ONE_FORM and alike.ratio() >= ONE_FORM  # quick_ratio bounds ratio
