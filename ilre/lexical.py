@@ -239,16 +239,17 @@ class LexicalIndex:
         rare = (self.unit_counts()[term] <= RARE) & ~np.isin(unit, list(exclude))
         counts = np.bincount(unit[rare], minlength=len(self))
         linked = np.flatnonzero(counts)
-        forms = {form for u in exclude if len(form := self.form(u)) >= FORM_WORDS}
-        return [int(u) for u in linked[np.argsort(-counts[linked], kind="stable")]
-                if not any(one_form(self.form(int(u)), form) for form in forms)]
+        taken = {self.form(u) for u in exclude}
+        ordered = (int(u) for u in linked[np.argsort(-counts[linked], kind="stable")])
+        return [u for u, form in ((u, self.form(u)) for u in ordered) if not any(one_form(form, t) for t in taken)]
 
 
 def one_form(form: tuple[int, ...], other: tuple[int, ...]) -> bool:
     """Whether two lines' forms (``LexicalIndex.form``) are one: at least ``FORM_WORDS`` common words
     each, and at least ``ONE_FORM`` alike."""
-    if min(len(form), len(other)) < FORM_WORDS or 2 * min(len(form), len(other)) < ONE_FORM * (len(form) + len(other)):
-        return False  # the ratio is at most this for forms of these lengths
+    shorter = min(len(form), len(other))
+    if shorter < FORM_WORDS or 2 * shorter < ONE_FORM * (len(form) + len(other)):
+        return False  # the ratio is at most 2 * shorter / both lengths
     if form == other:
         return True
     alike = SequenceMatcher(None, form, other, autojunk=False)
