@@ -240,8 +240,8 @@ class LexicalIndex:
         counts = np.bincount(unit[rare], minlength=len(self))
         linked = np.flatnonzero(counts)
         taken = {self.form(u) for u in exclude}
-        ordered = (int(u) for u in linked[np.argsort(-counts[linked], kind="stable")])
-        return [u for u, form in ((u, self.form(u)) for u in ordered) if not any(one_form(form, t) for t in taken)]
+        forms = {int(u): self.form(int(u)) for u in linked[np.argsort(-counts[linked], kind="stable")]}
+        return [u for u, form in forms.items() if not any(one_form(form, t) for t in taken)]
 
 
 def one_form(form: tuple[int, ...], other: tuple[int, ...]) -> bool:
