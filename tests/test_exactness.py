@@ -108,15 +108,16 @@ def test_unit_scores_are_each_query_tokens_best_key_in_the_unit_averaged():
     prefiller = StreamingPrefiller(model, LAYER, window=64, chunk_size=32)
     state = prefiller.prefill(_ids(300, seed=5))
     q = prefiller.query_states(state, _ids(7, seed=6))
-    units = torch.searchsorted(torch.tensor([0, 10, 11, 90, 200, 250]), torch.arange(300), right=True) - 1
-    got = QueryScorer("relative", distance=50, block_size=37).score(prefiller.decoder, q, state.key_cache, units, 6)
-
     dec = prefiller.decoder  # by hand: queries at 50.., keys un-rotated (at 0), one softmax per head and token
     cos, sin = arch.rope_tables(dec, 50 + torch.arange(q.shape[1]), torch.float32)
     k = state.key_cache.keys.repeat_interleave(dec.groups, dim=0)
     probs = torch.softmax(arch.rotate(q, cos, sin) @ k.transpose(1, 2) * model.model.layers[LAYER].self_attn.scaling, -1)
-    want = torch.stack([probs[..., units == u].amax(dim=-1) for u in range(6)], dim=-1).mean(dim=(0, 1))
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    sentences = torch.searchsorted(torch.tensor([0, 10, 11, 90, 200, 250]), torch.arange(300), right=True) - 1
+    scattered = torch.randint(0, 6, (300,), generator=torch.Generator().manual_seed(7))  # each unit in many runs
+    for units in (sentences, scattered):
+        got = QueryScorer("relative", distance=50, block_size=37).score(dec, q, state.key_cache, units, 6)
+        want = torch.stack([probs[..., units == u].amax(dim=-1) for u in range(6)], dim=-1).mean(dim=(0, 1))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
     per_key = QueryScorer("relative", distance=50).score(dec, q, state.key_cache, torch.arange(300), 300)
     torch.testing.assert_close(per_key, QueryScorer("relative", distance=50).score(dec, q, state.key_cache))
 
