@@ -43,6 +43,14 @@ EMPTY = "_"
 """The one word of a neighbourhood without words (rank_bm25 needs one; it matches no question)."""
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values of ``values``, ascending (``np.unique``'s result), by one sort: numpy 2.4's
+    ``np.unique`` hashes integers first, which took 1.5 s for the 1.5M (word, unit) pairs of a
+    million-token index where the sort takes 0.1 s."""
+    ordered = np.sort(values, axis=None)
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if ordered.size else ordered
+
+
 def _singular(word: str) -> str:
     """A plural's singular by its spelling alone ("numbers", "entries"), so a question's "number"
     matches the text's "numbers"; words ending in -ss, -us, -is keep their s."""
@@ -141,7 +149,7 @@ class LexicalIndex:
             empty = doc_len == 0
             doc_len[empty] = 1  # the EMPTY word
             # df: the neighbourhoods holding each word = the union of [u - c, u + c] over its units
-            pairs = np.unique(self.word_ids.astype(np.int64) * n + units)
+            pairs = distinct(self.word_ids.astype(np.int64) * n + units)
             term, unit = pairs // max(n, 1), pairs % max(n, 1)
             start, end = np.maximum(unit - self.context, 0), np.minimum(unit + self.context, n - 1)
             nxt = np.append(start[1:], n + 1)
@@ -183,7 +191,7 @@ class LexicalIndex:
         ids = [self._ids[w] for w in set(question_words) if w in self._ids]
         units = self.stats()[3]
         hit = np.isin(self.word_ids, ids)  # one pass over the context's words, however many are asked
-        pairs = np.unique(self.word_ids[hit].astype(np.int64) * len(self) + units[hit])  # (word, unit) once
+        pairs = distinct(self.word_ids[hit].astype(np.int64) * len(self) + units[hit])  # (word, unit) once
         return np.bincount(pairs % max(len(self), 1), minlength=len(self))
 
     def overlap(self, unit: int, other: int) -> float:
@@ -195,7 +203,7 @@ class LexicalIndex:
     def unit_counts(self) -> np.ndarray:
         """[V] how many units hold each vocab word (found once, then kept): at most ``RARE`` is rare."""
         if self._counts is None:
-            pairs = np.unique(self.word_ids.astype(np.int64) * len(self) + self.stats()[3])  # (word, unit) once
+            pairs = distinct(self.word_ids.astype(np.int64) * len(self) + self.stats()[3])  # (word, unit) once
             self._counts = np.bincount(pairs // max(len(self), 1), minlength=len(self.vocab))
         return self._counts
 
@@ -234,7 +242,7 @@ class LexicalIndex:
             return []
         units = self.stats()[3]
         hit = np.isin(self.word_ids, np.fromiter(mine, dtype=np.int32))
-        pairs = np.unique(self.word_ids[hit].astype(np.int64) * len(self) + units[hit])
+        pairs = distinct(self.word_ids[hit].astype(np.int64) * len(self) + units[hit])
         term, unit = pairs // len(self), pairs % len(self)
         rare = (self.unit_counts()[term] <= RARE) & ~np.isin(unit, list(exclude))
         counts = np.bincount(unit[rare], minlength=len(self))
