@@ -117,8 +117,8 @@ def _keep_unit_max_(best: torch.Tensor, block: torch.Tensor, units: torch.Tensor
     """``best[..., u] = max(best[..., u], the block's largest logit among the keys of unit u)``.
 
     On the CPU the keys of a unit are contiguous runs (a sentence or line), so each run's maximum is
-    taken by numpy's ``maximum.reduceat`` in one vectorised pass and only one value per run is
-    scattered: per key, ``scatter_reduce`` costs about a third of the scoring of a large index.
+    taken by one call of numpy's ``maximum.reduceat`` and only one value per run is scattered:
+    scattered per key, ``scatter_reduce`` took about a third of a large index's scoring.
     Elsewhere torch's per-key scatter, which accelerators run well."""
     if block.device.type != "cpu":
         best.scatter_reduce_(2, units.expand_as(block), block, reduce="amax")
