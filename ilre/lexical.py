@@ -98,6 +98,7 @@ class LexicalIndex:
     _alone: "LexicalIndex | None" = field(default=None, repr=False)
     _grouped: dict = field(default_factory=dict, repr=False)
     _counts: np.ndarray | None = field(default=None, repr=False)
+    _pairs: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.context < 0:
@@ -115,8 +116,9 @@ class LexicalIndex:
         return cls(list(ids), np.asarray(flat, dtype=np.int32), np.asarray(bounds, dtype=np.int64), context)
 
     def with_context(self, context: int) -> "LexicalIndex":
-        """The same words, matched with another neighbourhood."""
-        return LexicalIndex(self.vocab, self.word_ids, self.bounds, context, self.k1, self.b, self.epsilon)
+        """The same words, matched with another neighbourhood (their (word, unit) pairs shared)."""
+        return LexicalIndex(self.vocab, self.word_ids, self.bounds, context, self.k1, self.b, self.epsilon,
+                            _pairs=self._pairs)
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -140,6 +142,13 @@ class LexicalIndex:
     def _unit_of_word(self) -> np.ndarray:
         return np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.bounds))
 
+    def pairs(self) -> np.ndarray:
+        """Every (word, unit) pair of the context once, as ``word * U + unit``, ascending (found
+        once, then kept): what the idf and the rare words count."""
+        if self._pairs is None:
+            self._pairs = distinct(self.word_ids.astype(np.int64) * len(self) + self._unit_of_word())
+        return self._pairs
+
     def stats(self) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
         """(neighbourhood lengths, their mean, idf of every vocab word, the unit of every word)."""
         if self._stats is None:
@@ -149,7 +158,7 @@ class LexicalIndex:
             empty = doc_len == 0
             doc_len[empty] = 1  # the EMPTY word
             # df: the neighbourhoods holding each word = the union of [u - c, u + c] over its units
-            pairs = distinct(self.word_ids.astype(np.int64) * n + units)
+            pairs = self.pairs()
             term, unit = pairs // max(n, 1), pairs % max(n, 1)
             start, end = np.maximum(unit - self.context, 0), np.minimum(unit + self.context, n - 1)
             nxt = np.append(start[1:], n + 1)
@@ -203,8 +212,7 @@ class LexicalIndex:
     def unit_counts(self) -> np.ndarray:
         """[V] how many units hold each vocab word (found once, then kept): at most ``RARE`` is rare."""
         if self._counts is None:
-            pairs = distinct(self.word_ids.astype(np.int64) * len(self) + self.stats()[3])  # (word, unit) once
-            self._counts = np.bincount(pairs // max(len(self), 1), minlength=len(self.vocab))
+            self._counts = np.bincount(self.pairs() // max(len(self), 1), minlength=len(self.vocab))
         return self._counts
 
     def form(self, unit: int) -> tuple[int, ...]:
