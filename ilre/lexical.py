@@ -204,8 +204,12 @@ class LexicalIndex:
         return np.bincount(pairs % max(len(self), 1), minlength=len(self))
 
     def overlap(self, unit: int, other: int) -> float:
-        """The share of ``unit``'s distinct words that ``other`` also holds (0 for a unit without words)."""
-        mine = set(self.word_ids[self.bounds[unit]:self.bounds[unit + 1]].tolist())
+        """The share of ``unit``'s distinct words that say something (in at most half of the
+        neighbourhoods, as ``says_something`` counts them) that ``other`` also holds; 0 for a unit
+        without such words. Common words do not count: "The default is 500 milliseconds." shares
+        "the", "is" and "milliseconds" with the sentence before it, yet says what that one does not."""
+        ids = self.word_ids[self.bounds[unit]:self.bounds[unit + 1]]
+        mine = set(ids[self.stats()[2][ids] > 0].tolist())
         theirs = set(self.word_ids[self.bounds[other]:self.bounds[other + 1]].tolist())
         return len(mine & theirs) / len(mine) if mine else 0.0
 

@@ -46,9 +46,10 @@ class Recaller(Protocol):
 
 
 LOOKALIKE_OVERLAP = 0.5
-"""A sentence of the passage read first that shares more than this share of its words with the
-sentence that matched best is a look-alike (a list's next line, another key's needle) and is
-left out: prose sentences share a few words, a list's lines most of theirs."""
+"""A sentence of the passage read first that shares more than this share of its words that say
+something (``LexicalIndex.overlap``) with the sentence that matched best is a look-alike (a list's
+next line, another key's needle) and is left out: prose sentences share a few words, a list's
+lines most of theirs."""
 
 ECHO_SHARE = 0.5
 """A unit holding at least this share of a question's words, but none of its numbers, echoes it

@@ -365,3 +365,14 @@ def test_distinct_is_numpys_unique(values):
     word-unit pairs) gives exactly ``np.unique``'s ascending distinct values."""
     array = np.asarray(values, dtype=np.int64)
     np.testing.assert_array_equal(distinct(array), np.unique(array))
+
+
+def test_overlap_counts_only_the_words_that_say_something():
+    """The sentence after a match that shares its common words and one term says what the match does
+    not: not a look-alike. Lines of a list share their words that say something: still look-alikes."""
+    lexical = LexicalIndex.of(["the sky is blue", "the sea is deep", "the default is 500 milliseconds",
+                               "set the time in milliseconds it waits", "the grass is green",
+                               "the magic number for melon is 17", "the magic number for peach is 19"], 0)
+    assert lexical.overlap(2, 3) == pytest.approx(1 / 3)  # millisecond of default, 500, millisecond
+    assert lexical.overlap(5, 6) > 0.5  # magic, number of magic, number, melon, 17
+    assert lexical.overlap(0, 1) == 0.0  # blue only: the and is are common
