@@ -245,8 +245,8 @@ class UnitRecaller(SentenceRecallConfig):
     @staticmethod
     def beside(lexical: LexicalIndex, unit: int, anchor: int, among: LexicalIndex) -> bool:
         """Whether ``unit`` is worth reading beside ``anchor``: not a look-alike of it (sharing more
-        than ``LOOKALIKE_OVERLAP`` of its words, or a line of the same form: another key's line of a
-        list) and not filler, words that most of ``among``'s units hold."""
+        than ``LOOKALIKE_OVERLAP`` of its words that say something, or a line of the same form:
+        another key's line of a list) and not filler, words that most of ``among``'s units hold."""
         return (lexical.overlap(unit, anchor) <= LOOKALIKE_OVERLAP and lexical.says_something(unit, among)
                 and not lexical.same_form(unit, anchor))
 
