@@ -144,10 +144,18 @@ class LexicalIndex:
 
     def pairs(self) -> np.ndarray:
         """Every (word, unit) pair of the context once, as ``word * U + unit``, ascending (found
-        once, then kept): what the idf and the rare words count."""
+        once, then kept): what the idf, the rare words and the units holding a word count."""
         if self._pairs is None:
             self._pairs = distinct(self.word_ids.astype(np.int64) * len(self) + self._unit_of_word())
         return self._pairs
+
+    def pairs_of(self, ids: Iterable[int]) -> np.ndarray:
+        """The pairs (``pairs``) of the words ``ids`` only, ascending: the pairs are sorted by word,
+        so each word's are one slice, found by binary search instead of a pass over every word."""
+        ids = np.asarray(sorted(set(ids)), dtype=np.int64)
+        pairs, n = self.pairs(), max(len(self), 1)
+        starts, ends = np.searchsorted(pairs, ids * n), np.searchsorted(pairs, (ids + 1) * n)
+        return np.concatenate([pairs[a:b] for a, b in zip(starts, ends)] or [pairs[:0]])
 
     def stats(self) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
         """(neighbourhood lengths, their mean, idf of every vocab word, the unit of every word)."""
@@ -197,10 +205,7 @@ class LexicalIndex:
 
     def holding(self, question_words: list[str]) -> np.ndarray:
         """[U] how many of ``question_words`` (distinct) each unit holds itself."""
-        ids = [self._ids[w] for w in set(question_words) if w in self._ids]
-        units = self.stats()[3]
-        hit = np.isin(self.word_ids, ids)  # one pass over the context's words, however many are asked
-        pairs = distinct(self.word_ids[hit].astype(np.int64) * len(self) + units[hit])  # (word, unit) once
+        pairs = self.pairs_of(self._ids[w] for w in question_words if w in self._ids)
         return np.bincount(pairs % max(len(self), 1), minlength=len(self))
 
     def overlap(self, unit: int, other: int) -> float:
@@ -252,9 +257,7 @@ class LexicalIndex:
         mine = {int(i) for u in found for i in self.word_ids[self.bounds[u]:self.bounds[u + 1]]} - asked
         if not mine:
             return []
-        units = self.stats()[3]
-        hit = np.isin(self.word_ids, np.fromiter(mine, dtype=np.int32))
-        pairs = distinct(self.word_ids[hit].astype(np.int64) * len(self) + units[hit])
+        pairs = self.pairs_of(mine)
         term, unit = pairs // len(self), pairs % len(self)
         rare = (self.unit_counts()[term] <= RARE) & ~np.isin(unit, list(exclude))
         counts = np.bincount(unit[rare], minlength=len(self))

@@ -376,3 +376,14 @@ def test_overlap_counts_only_the_words_that_say_something():
     assert lexical.overlap(2, 3) == pytest.approx(1 / 3)  # millisecond of default, 500, millisecond
     assert lexical.overlap(5, 6) > 0.5  # magic, number of magic, number, melon, 17
     assert lexical.overlap(0, 1) == 0.0  # blue only: the and is are common
+
+
+@given(texts=st.lists(st.lists(st.sampled_from("abcdefgh"), max_size=6).map(" ".join), min_size=1, max_size=20),
+       asked=st.lists(st.integers(0, 7), max_size=5))
+@settings(max_examples=50)
+def test_pairs_of_some_words_are_those_of_a_pass_over_every_word(texts, asked):
+    lexical = LexicalIndex.of(texts, 0)
+    ids = [i for i in asked if i < len(lexical.vocab)]
+    hit = np.isin(lexical.word_ids, ids)
+    want = np.unique(lexical.word_ids[hit].astype(np.int64) * len(lexical) + lexical.stats()[3][hit])
+    np.testing.assert_array_equal(lexical.pairs_of(ids), want)
