@@ -210,11 +210,10 @@ class LexicalIndex:
 
     def overlap(self, unit: int, other: int) -> float:
         """The share of ``unit``'s distinct words that say something (in at most half of the
-        neighbourhoods, as ``says_something`` counts them) that ``other`` also holds; 0 for a unit
+        neighbourhoods: ``telling``) that ``other`` also holds; 0 for a unit
         without such words. Common words do not count: "The default is 500 milliseconds." shares
         "the", "is" and "milliseconds" with the sentence before it, yet says what that one does not."""
-        ids = self.word_ids[self.bounds[unit]:self.bounds[unit + 1]]
-        mine = set(ids[self.stats()[2][ids] > 0].tolist())
+        mine = set(self.telling(unit, self).tolist())
         theirs = set(self.word_ids[self.bounds[other]:self.bounds[other + 1]].tolist())
         return len(mine & theirs) / len(mine) if mine else 0.0
 
@@ -242,11 +241,16 @@ class LexicalIndex:
         counts = Counter(f for f in forms.values() if len(f) >= FORM_WORDS)
         return {u for u, f in forms.items() if counts[f] > 1}
 
+    def telling(self, unit: int, among: "LexicalIndex") -> np.ndarray:
+        """The word ids of ``unit`` that ``among`` (an index of the same words) counts, with an idf
+        above 0: words in at most half of its units."""
+        ids = self.word_ids[self.bounds[unit]:self.bounds[unit + 1]]
+        return ids[among.stats()[2][ids] > 0]
+
     def says_something(self, unit: int, among: "LexicalIndex") -> bool:
-        """Whether ``unit`` holds a word that ``among`` (an index of the same words) counts: one in at
-        most half of its units. A unit of common words only (filler, boilerplate) says nothing."""
-        idf = among.stats()[2]
-        return bool((idf[self.word_ids[self.bounds[unit]:self.bounds[unit + 1]]] > 0).any())
+        """Whether ``unit`` holds a word that ``among`` counts (``telling``). A unit of common words
+        only (filler, boilerplate) says nothing."""
+        return self.telling(unit, among).size > 0
 
     def linked(self, found: list[int], question: str, exclude: set[int]) -> list[int]:
         """Units, not in ``exclude`` (those taken), that share a rare word (in at most ``RARE``
