@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import warnings
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from . import arch
@@ -74,66 +74,81 @@ class QueryScorer(ScoringConfig):
         cos, sin = arch.rope_tables(decoder, q_pos, torch.float32)
         q = arch.rotate(queries.float(), cos, sin)
         scale = cache_scaling(decoder, cache.layer)
-        # Group query heads with their shared KV head: [Hkv, g*T, D].
-        q = q.reshape(decoder.num_kv_heads, decoder.groups * t, d) * scale
+        # Group query heads with their shared KV head, transposed: [Hkv, D, g*T]. A block's logits are
+        # then [Hkv, keys, g*T]: each key's row of logits is contiguous, so a unit's maximum is taken
+        # row by row (``_keep_unit_max_``).
+        q = (q.reshape(decoder.num_kv_heads, decoder.groups * t, d) * scale).transpose(1, 2).contiguous()
+        rows = q.shape[0] * q.shape[2]
 
-        # One buffer for every block's logits, reused by both passes: a fresh block-sized
-        # tensor per step costs page faults that take longer than the matmul filling it.
+        # Buffers for every block's keys in float32 and its logits, reused by both passes: a fresh
+        # block-sized tensor per step costs page faults that take longer than the matmul filling it.
         width = min(self.block_size, length)
-        buffer = torch.empty(q.shape[0] * q.shape[1] * width, dtype=torch.float32, device=device)
+        buffer = torch.empty(rows * width, dtype=torch.float32, device=device)
+        convert = cache.keys.dtype != torch.float32 or cache.keys.device != device
+        key_buffer = torch.empty(q.shape[0] * width * d if convert else 0, dtype=torch.float32, device=device)
 
         def logits(start: int) -> torch.Tensor:
-            k = cache.keys[:, start:min(start + self.block_size, length)].to(device, non_blocking=True).float()
+            k = cache.keys[:, start:min(start + self.block_size, length)]
+            if convert:
+                k = key_buffer[: k.numel()].view(k.shape).copy_(k, non_blocking=True)
             if self.positions == "absolute":
                 kc, ks = arch.rope_tables(decoder, torch.arange(start, start + k.shape[1], device=device),
                                           torch.float32)
                 k = arch.rotate(k, kc, ks)
-            out = buffer[: q.shape[0] * q.shape[1] * k.shape[1]].view(q.shape[0], q.shape[1], k.shape[1])
-            return torch.matmul(q, k.transpose(1, 2), out=out)
+            out = buffer[: rows * k.shape[1]].view(q.shape[0], k.shape[1], q.shape[2])
+            return torch.matmul(k, q, out=out)
 
         starts = range(0, length, self.block_size)
-        lse = torch.full(q.shape[:2], float("-inf"), device=device)
+        lse = torch.full((q.shape[0], q.shape[2]), float("-inf"), device=device)
         if units is not None:
             # A unit's score is its best key's probability, exp(best logit - lse): exp is monotone, so
             # the best logit, kept in the one pass that also sums the softmax's denominator, gives
             # the same value as the best probability, without a second pass over the keys.
             units = units.to(device)
-            best = torch.full((q.shape[0], q.shape[1], num_units), float("-inf"), device=device)
+            best = torch.full((q.shape[0], num_units, q.shape[2]), float("-inf"), device=device)
             for s in starts:
                 block = logits(s)
-                _keep_unit_max_(best, block, units[s:s + block.shape[-1]])
-                lse = torch.logaddexp(lse, _logsumexp_(block))
-            return best.sub_(lse[..., None]).exp_().sum(dim=(0, 1)) / (h * t)
+                held = units[s:s + block.shape[1]]
+                _keep_unit_max_(best, block, held)
+                # The block's units' best logits bound its logits from above, at a logit of the
+                # context (one of a unit begun in an earlier block at worst): a shift as stable as
+                # the block's own maximum, read from a few hundred rows instead of every key's.
+                shift = best.index_select(1, torch.unique_consecutive(held)).amax(dim=1)
+                lse = torch.logaddexp(lse, _logsumexp_(block, shift))
+            return best.sub_(lse[:, None]).exp_().sum(dim=(0, 2)) / (h * t)
         for s in starts:
             lse = torch.logaddexp(lse, _logsumexp_(logits(s)))
         scores = torch.empty(length, dtype=torch.float32, device=device)
         for s in starts:
-            probs = logits(s).sub_(lse[..., None]).exp_()
-            scores[s:s + probs.shape[-1]] = probs.sum(dim=(0, 1)) / (h * t)
+            probs = logits(s).sub_(lse[:, None]).exp_()
+            scores[s:s + probs.shape[1]] = probs.sum(dim=(0, 2)) / (h * t)
         return scores
 
 
 def _keep_unit_max_(best: torch.Tensor, block: torch.Tensor, units: torch.Tensor) -> None:
-    """``best[..., u] = max(best[..., u], the block's largest logit among the keys of unit u)``.
+    """``best[:, u] = max(best[:, u], the block's largest logits among the keys of unit u)``, for logits
+    [Hkv, keys, g*T] and ``best`` [Hkv, units, g*T]: each key's row is compared whole with its unit's.
 
-    On the CPU the keys of a unit are contiguous runs (a sentence or line), so each run's maximum is
-    taken by one call of numpy's ``maximum.reduceat`` and only one value per run is scattered:
-    scattered per key, ``scatter_reduce`` took about a third of a large index's scoring.
-    Elsewhere torch's per-key scatter, which accelerators run well."""
+    On the CPU torch's ``index_reduce_`` does this row by row (vectorised over the row), twice as fast
+    as numpy's ``maximum.reduceat`` over each run of a unit's keys in the other layout, which took a
+    third of a large index's scoring (docs/performance.md). Elsewhere torch's per-value scatter,
+    which accelerators run well."""
     if block.device.type != "cpu":
-        best.scatter_reduce_(2, units.expand_as(block), block, reduce="amax")
+        best.scatter_reduce_(1, units.view(1, -1, 1).expand_as(block), block, reduce="amax")
         return
-    firsts = torch.cat((units.new_zeros(1), (units[1:] != units[:-1]).nonzero().view(-1) + 1))
-    run_max = torch.from_numpy(np.maximum.reduceat(block.numpy(), firsts.numpy(), axis=-1))
-    best.scatter_reduce_(2, units[firsts].expand_as(run_max), run_max, reduce="amax")
+    with warnings.catch_warnings():  # "index_reduce() is in beta": its amax is what is needed here
+        warnings.simplefilter("ignore", UserWarning)
+        best.index_reduce_(1, units, block, "amax")
 
 
-def _logsumexp_(x: torch.Tensor) -> torch.Tensor:
-    """``torch.logsumexp(x, -1)`` computed in place in ``x`` (which it overwrites), step for step
-    as torch does it (max, exp of the difference, sum, log, plus the max), without a temporary."""
-    maxes = x.amax(dim=-1, keepdim=True)
-    finite = maxes.squeeze(-1).masked_fill(maxes.squeeze(-1).abs() == float("inf"), 0.0)
-    return x.sub_(finite[..., None]).exp_().sum(dim=-1).log_().add_(finite)
+def _logsumexp_(x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.logsumexp(x, 1)`` of logits [Hkv, keys, g*T], computed in place in ``x`` (which it
+    overwrites), step for step as torch does it (the maximum, exp of the difference, sum, log, plus
+    the maximum), without a temporary. ``shift`` [Hkv, g*T]: a value known to be at least the
+    maximum, used in its place."""
+    maxes = x.amax(dim=1) if shift is None else shift
+    finite = maxes.masked_fill(maxes.abs() == float("inf"), 0.0)
+    return x.sub_(finite[:, None]).exp_().sum(dim=1).log_().add_(finite)
 
 
 def cache_scaling(decoder: arch.Decoder, layer: int) -> float:
