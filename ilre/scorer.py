@@ -12,6 +12,11 @@ from . import arch
 from .config import ScoringConfig
 from .key_cache import KeyCache
 
+# torch says "index_reduce() is in beta" on its first call: its amax is what the scorer needs. Set once
+# here, not around each block's call: catch_warnings swaps the process's filters, which is neither
+# free on a hot path nor safe beside another thread (the service scores in its workers).
+warnings.filterwarnings("ignore", message=r"index_reduce\(\) is in beta", category=UserWarning)
+
 if TYPE_CHECKING:
     from .units import TextUnits
 
@@ -136,9 +141,7 @@ def _keep_unit_max_(best: torch.Tensor, block: torch.Tensor, units: torch.Tensor
     if block.device.type != "cpu":
         best.scatter_reduce_(1, units.view(1, -1, 1).expand_as(block), block, reduce="amax")
         return
-    with warnings.catch_warnings():  # "index_reduce() is in beta": its amax is what is needed here
-        warnings.simplefilter("ignore", UserWarning)
-        best.index_reduce_(1, units, block, "amax")
+    best.index_reduce_(1, units, block, "amax")
 
 
 def _logsumexp_(x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
