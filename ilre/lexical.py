@@ -209,10 +209,10 @@ class LexicalIndex:
         return np.bincount(pairs % max(len(self), 1), minlength=len(self))
 
     def overlap(self, unit: int, other: int) -> float:
-        """The share of ``unit``'s distinct words that say something (in at most half of the
-        neighbourhoods: ``telling``) that ``other`` also holds; 0 for a unit
-        without such words. Common words do not count: "The default is 500 milliseconds." shares
-        "the", "is" and "milliseconds" with the sentence before it, yet says what that one does not."""
+        """The share of ``unit``'s distinct words that say something (``telling``: in at most half
+        of the neighbourhoods) that ``other`` also holds; 0 for a unit without such words. Common
+        words do not count: "The default is 500 milliseconds." shares "the", "is" and "milliseconds"
+        with the sentence before it, yet says what that one does not."""
         mine = set(self.telling(unit, self).tolist())
         theirs = set(self.word_ids[self.bounds[other]:self.bounds[other + 1]].tolist())
         return len(mine & theirs) / len(mine) if mine else 0.0
