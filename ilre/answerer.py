@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from . import arch
+
 REPEAT_NGRAM = 8
 """Length of a token run whose second occurrence in an answer ends it. Eight tokens: a list of
 numbers or names never repeats that much by chance, a loop repeats it within two turns."""
@@ -144,7 +146,8 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, st
     if sampled and sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config, streamer=streamer,
-                         stopping_criteria=StoppingCriteriaList(stops))
+                         stopping_criteria=StoppingCriteriaList(stops),
+                         **arch.answer_cache(model, ids.shape[1] + max_new_tokens))
     new = torch.tensor(cut_repeat(out[0, ids.shape[1]:].tolist(), key=key), dtype=torch.long)
     return sampling.cut(tokenizer.decode(new, skip_special_tokens=True)).strip(), new
 

@@ -10,6 +10,7 @@ rather than silently computing something different.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -183,3 +184,66 @@ def attention_input(model: nn.Module, input_ids: torch.Tensor, layer: int) -> to
     if not got:
         raise UnsupportedModelError(f"layer {layer}'s self-attention was never called: cannot stop the pass there")
     return got[0]
+
+
+
+def answer_cache(model: nn.Module, capacity: int) -> dict:
+    """Keyword arguments for ``model.generate`` that give it a KV cache whose full-attention layers
+    write each step's keys and values into buffers of ``capacity`` tokens (the prompt plus the
+    answer's cap), where transformers' ``DynamicCache`` concatenates the whole cache at every step:
+    the same keys and values, attended in the same order, without a copy of the cache per token
+    (docs/performance.md). Empty (generate's own cache) where this transformers has no per-layer
+    cache to build it from."""
+    layer_class = _growing_layer_class()
+    if layer_class is None:
+        return {}
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    try:
+        cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+    except TypeError:
+        return {}
+    if not getattr(cache, "layers", None):
+        return {}
+    cache.layers = [layer_class(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache_argument(model, cache)
+
+
+@functools.cache
+def _growing_layer_class() -> type | None:
+    """``GrowingLayer`` (below), built on this transformers' ``DynamicLayer``; None where it has none."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return None
+
+    class GrowingLayer(DynamicLayer):
+        """A full-attention cache layer whose keys and values are views of buffers filled in place."""
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = capacity
+            self.kv_buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            held = self.keys.shape[-2] if self.keys.numel() else 0
+            end = held + key_states.shape[-2]
+            buffers = self.kv_buffers
+            # New buffers where there are none yet, they are full, or the cache was rebuilt elsewhere
+            # (a batch reordered): ``keys`` and ``values`` must always be views of them.
+            if (buffers is None or end > buffers[0].shape[-2] or key_states.shape[0] != buffers[0].shape[0]
+                    or (held and self.keys.data_ptr() != buffers[0].data_ptr())):
+                size = max(self.capacity, 2 * end)
+                buffers = tuple(s.new_empty((*s.shape[:-2], size, s.shape[-1])) for s in (key_states, value_states))
+                if held:
+                    buffers[0][..., :held, :] = self.keys
+                    buffers[1][..., :held, :] = self.values
+                self.kv_buffers = buffers
+            buffers[0][..., held:end, :] = key_states
+            buffers[1][..., held:end, :] = value_states
+            self.keys, self.values = buffers[0][..., :end, :], buffers[1][..., :end, :]
+            return self.keys, self.values
+
+    return GrowingLayer

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from transformers import GenerationConfig
 
-from conftest import tiny_model
+from conftest import SPECIALS, tiny_model
+from ilre import arch
 from ilre.answerer import REPEAT_NGRAM, generate, repeats, stop_at_repeat, token_words
 
 N = REPEAT_NGRAM
@@ -64,3 +67,22 @@ def test_a_temperature_too_small_to_sample_with_decodes_greedily(tokenizer):
     prompt = torch.tensor(tokenizer("ab ab", add_special_tokens=False)["input_ids"])
     tiny = generate(model, tokenizer, prompt, 8, sampling=Sampling(temperature=1e-260, seed=1))
     assert tiny[1].tolist() == generate(model, tokenizer, prompt, 8)[1].tolist()
+
+
+@pytest.mark.parametrize("capacity", [80, 8])
+def test_the_answer_cache_attends_exactly_as_transformers_own(kind, tokenizer, capacity):
+    """Answers decoded with ``arch.answer_cache`` (keys written in place into buffers; 8 tokens makes
+    them grow twice) and with generate's own concatenating cache: every step's logits bit for bit."""
+    model = tiny_model(kind)
+    kwargs = arch.answer_cache(model, capacity)
+    cache = next(iter(kwargs.values()))
+    assert all(type(layer).__name__ == "GrowingLayer" for layer in cache.layers)
+    prompt = torch.randint(5, len(SPECIALS) + 256, (1, 40), generator=torch.Generator().manual_seed(1))
+    config = GenerationConfig(max_new_tokens=24, min_new_tokens=24, do_sample=False, top_k=None,
+                              pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    with torch.inference_mode():
+        own = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=config)
+        grown = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=config, **kwargs)
+    assert torch.equal(own.sequences, grown.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(own.logits, grown.logits, strict=True))
+    assert cache.get_seq_length() == 40 + 24 - 1

@@ -234,7 +234,7 @@ def test_folder_benchmark_indexes_asks_and_updates(tiny_model_dir, tmp_path):
 
 
 def test_decoding_benchmark_times_both_ways_and_compares_their_tokens(tiny_model_dir, tmp_path):
-    """scripts/bench_decoding.py on a tiny model: the shape table, and every answer decoded both ways."""
+    """scripts/bench_decoding.py on a tiny model: the shape table, and every answer decoded each way."""
     context = tmp_path / "notes.txt"
     context.write_text("The boat leaves at noon. " * 40 + "The pass key is 4412. " + "Birds sing. " * 40)
     out = tmp_path / "bd"
@@ -248,7 +248,8 @@ def test_decoding_benchmark_times_both_ways_and_compares_their_tokens(tiny_model
     assert all(s["whole_us"] > 0 and s["split_us"] > 0 for s in doc["shapes"])
     row = doc["answers"]
     assert len(row["whole"]["seconds"]) == len(row["split"]["seconds"]) == 2 and row["same_tokens"] == 2
-    assert "token for token the same" in run.stdout
+    assert len(row["split_concat"]["seconds"]) == 2 and row["same_tokens_concat"] == 2
+    assert "token for token the same" in run.stdout and "concatenating cache" in run.stdout
 
 
 def test_recall_tuning_refuses_a_setting_that_is_not_a_field():
