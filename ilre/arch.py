@@ -226,16 +226,15 @@ def _growing_layer_class() -> type | None:
             self.kv_buffers: tuple[torch.Tensor, torch.Tensor] | None = None
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            held = self.keys.shape[-2] if self.keys.numel() else 0
+            # Set up here rather than by ``lazy_initialization``, whose signature changed across versions.
+            held = self.keys.shape[-2] if getattr(self, "keys", None) is not None and self.keys.numel() else 0
             end = held + key_states.shape[-2]
             buffers = self.kv_buffers
             # New buffers where there are none yet, they are full, or the cache was rebuilt elsewhere
             # (a batch reordered): ``keys`` and ``values`` must always be views of them.
             if (buffers is None or end > buffers[0].shape[-2] or key_states.shape[0] != buffers[0].shape[0]
                     or (held and self.keys.data_ptr() != buffers[0].data_ptr())):
-                size = max(self.capacity, 2 * end)
+                size = self.capacity if end <= self.capacity else 2 * end
                 buffers = tuple(s.new_empty((*s.shape[:-2], size, s.shape[-1])) for s in (key_states, value_states))
                 if held:
                     buffers[0][..., :held, :] = self.keys
@@ -244,6 +243,7 @@ def _growing_layer_class() -> type | None:
             buffers[0][..., held:end, :] = key_states
             buffers[1][..., held:end, :] = value_states
             self.keys, self.values = buffers[0][..., :end, :], buffers[1][..., :end, :]
+            self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
             return self.keys, self.values
 
     return GrowingLayer
