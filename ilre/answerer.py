@@ -124,9 +124,11 @@ class _StopOnRepeat(StoppingCriteria):
 
 @torch.inference_mode()
 def generate(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, streamer=None,
-             sampling: Sampling = GREEDY) -> tuple[str, torch.Tensor]:
+             sampling: Sampling = GREEDY, in_place_cache: bool = True) -> tuple[str, torch.Tensor]:
     """(decoded answer, new token ids) for a 1-D prompt, decoded greedily unless ``sampling`` says
-    otherwise, loops cut off, and cut at a stop string."""
+    otherwise, loops cut off, and cut at a stop string. ``in_place_cache=False`` decodes with
+    transformers' own concatenating cache instead of ``arch.answer_cache`` (the same tokens; for
+    scripts/bench_decoding.py)."""
     device = next(model.parameters()).device
     ids = prompt_ids.view(1, -1).to(device)
     sampled = sampling.sampled
@@ -147,7 +149,7 @@ def generate(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, st
         torch.manual_seed(sampling.seed)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config, streamer=streamer,
                          stopping_criteria=StoppingCriteriaList(stops),
-                         **arch.answer_cache(model, ids.shape[1] + max_new_tokens))
+                         **(arch.answer_cache(model, ids.shape[1] + max_new_tokens) if in_place_cache else {}))
     new = torch.tensor(cut_repeat(out[0, ids.shape[1]:].tolist(), key=key), dtype=torch.long)
     return sampling.cut(tokenizer.decode(new, skip_special_tokens=True)).strip(), new
 

@@ -69,24 +69,18 @@ def model_shapes(model) -> list[tuple[int, int]]:
 def answers(ilre, encoded, questions: list[str]) -> dict:
     """Each question's prompt decoded by the model, by its split copy, and by the split copy with
     transformers' own concatenating cache instead of ``arch.answer_cache``, in turn."""
-    from ilre import arch
     from ilre.answerer import generate
     from ilre.decoding import split_decoding_copy
 
     split = split_decoding_copy(ilre.model, check=False)
     ways = {"whole": (ilre.model, True), "split": (split, True), "split_concat": (split, False)}
     out = {name: {"seconds": [], "tokens": [], "answers": []} for name in ways}
-    in_place = arch.answer_cache
     for q in questions:
         prompt = ilre.prompt(encoded, q)
-        for name, (model, growing) in ways.items():
-            arch.answer_cache = in_place if growing else (lambda model, capacity: {})
-            try:
-                t0 = time.perf_counter()
-                text, new = generate(model, ilre.tokenizer, prompt, ilre.config.max_new_tokens)
-                out[name]["seconds"].append(time.perf_counter() - t0)
-            finally:
-                arch.answer_cache = in_place
+        for name, (model, in_place) in ways.items():
+            t0 = time.perf_counter()
+            text, new = generate(model, ilre.tokenizer, prompt, ilre.config.max_new_tokens, in_place_cache=in_place)
+            out[name]["seconds"].append(time.perf_counter() - t0)
             out[name]["tokens"].append(new.tolist())
             out[name]["answers"].append(text)
     for r in out.values():
