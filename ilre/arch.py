@@ -186,7 +186,6 @@ def attention_input(model: nn.Module, input_ids: torch.Tensor, layer: int) -> to
     return got[0]
 
 
-
 def answer_cache(model: nn.Module, capacity: int) -> dict:
     """Keyword arguments for ``model.generate`` that give it a KV cache whose full-attention layers
     write each step's keys and values into buffers of ``capacity`` tokens (the prompt plus the
@@ -194,30 +193,24 @@ def answer_cache(model: nn.Module, capacity: int) -> dict:
     the same keys and values, attended in the same order, without a copy of the cache per token
     (docs/performance.md). Empty (generate's own cache) where this transformers has no per-layer
     cache to build it from."""
-    layer_class = _growing_layer_class()
-    if layer_class is None:
-        return {}
-    from transformers.cache_utils import DynamicCache, DynamicLayer
-
     try:
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+
         cache = DynamicCache(config=model.config.get_text_config(decoder=True))
-    except TypeError:
+    except (ImportError, TypeError):
         return {}
     if not getattr(cache, "layers", None):
         return {}
-    cache.layers = [layer_class(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    growing = _growing_layer_class(DynamicLayer)
+    cache.layers = [growing(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache_argument(model, cache)
 
 
 @functools.cache
-def _growing_layer_class() -> type | None:
-    """``GrowingLayer`` (below), built on this transformers' ``DynamicLayer``; None where it has none."""
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:
-        return None
+def _growing_layer_class(base: type) -> type:
+    """``GrowingLayer`` (below), built once on this transformers' ``DynamicLayer`` (``base``)."""
 
-    class GrowingLayer(DynamicLayer):
+    class GrowingLayer(base):
         """A full-attention cache layer whose keys and values are views of buffers filled in place."""
 
         def __init__(self, capacity: int):
