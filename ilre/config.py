@@ -99,9 +99,9 @@ class ScoringConfig(Checked):
     original ones)."""
     distance: int = setting(256, low=0)
     """The fixed query-key distance of the 'relative' positions."""
-    block_size: int = setting(8192, low=1)
+    block_size: int = setting(4096, low=1)
     """Keys scored per block: bounds the scorer's memory; on a CPU, one block's logits staying in
-    the cache makes 8192 faster than 32768 (docs/performance.md)."""
+    the cache makes 4096 faster than 8192 and 32768 (docs/performance.md)."""
     query_tokens: str = setting("suffix", choices=("question", "suffix"))
     """Query tokens whose attention scores the context: 'question' (the question's own tokens) or
     'suffix' (also the chat template's end and the answer prefix)."""
