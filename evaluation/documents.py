@@ -271,8 +271,11 @@ def document_tasks(count_tokens: TokenLen, length: int | None = 4096, seed: int 
                                  f"{len(spans)} times, not once (version {docs[name].version} expected)")
             evidence = text[spans[0][0]:spans[0][1]]  # as it appears in the text, line breaks and all
             if length is None:
+                # A seed of its own, as a window's: a task is known by (name, length, seed), and the
+                # questions of one document share the other two.
                 out.append(Task(context=text, question=q.question, answer_prefix="", answers=list(q.answers),
-                                task=f"whole/{q.wording}", length=whole, seed=seed, needles=[evidence],
+                                task=f"whole/{q.wording}", length=whole, seed=derive_seed(seed, "whole", name, index),
+                                needles=[evidence],
                                 depth=round(spans[0][0] / len(text), 4), tokens=whole))
                 continue
             task_seed = derive_seed(seed, "docs", name, index, length)

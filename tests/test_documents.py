@@ -190,6 +190,18 @@ def test_whole_documents_are_the_context_with_the_passage_located(fabricated):
         assert T.passage_read(t, [(0, len(text))]) == 1.0
 
 
+def test_every_question_of_a_whole_document_stays_in_the_folders_task_set(fabricated, monkeypatch, tmp_path):
+    """The questions of one document share its name and length: each must still be a task of its own
+    in tasks.jsonl, or the table counts one question per wording."""
+    _, questions = D.load_data()
+    more = questions + [D.Question("manual", "What is kept under the blue stone?", ["spare key"],
+                                   "keeps the spare key under the blue stone", "lexical")]
+    monkeypatch.setattr(D, "load_data", lambda name=D.DATA: ({"manual": fabricated}, more))
+    tasks = D.document_tasks(words, None, seed=5)
+    merged = _evaluate_script().merge_tasks(tmp_path, tasks)
+    assert len(tasks) == 3 and sorted(t.question for t in merged) == sorted(t.question for t in tasks)
+
+
 @pytest.mark.parametrize("one, other", [(D.DATA, D.HELDOUT), (D.TUNING2, D.HELDOUT), (D.DATA, D.TUNING2)])
 def test_the_question_sets_are_disjoint_and_balanced(one, other):
     tuning_docs, tuning = D.load_data(one)
