@@ -69,7 +69,8 @@ def _footprint(backend, model, load_s: float, rss_loaded: int) -> dict:
     # The kernel's high-water mark (ru_maxrss) is updated lazily: memory taken and handed back between
     # two of its updates can leave it a few pages below an RSS read earlier; a peak is at least that.
     out = {"load_s": load_s, "weights_bytes": weights_bytes(model), "rss_after_load_bytes": rss_loaded,
-           "peak_rss_bytes": max(peak_rss_bytes(), rss_loaded), "threads": torch.get_num_threads(), "device": backend.describe()}
+           "peak_rss_bytes": max(peak_rss_bytes(), rss_loaded), "threads": torch.get_num_threads(),
+           "device": backend.describe()}
     if backend.name != "cpu":
         out["device_peak_bytes"] = backend.peak_memory_bytes()
     return out

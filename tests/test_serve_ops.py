@@ -228,9 +228,11 @@ LONG_DOCUMENT = TEXT * 60  # a second or two of encoding for the tiny model
 def test_killed_while_encoding_the_next_start_encodes_again_and_leaves_nothing_partial(tiny_model_dir, tmp_path):
     index_dir, log_path = tmp_path / "indexes", tmp_path / "serve.log"
     proc, url = serve_process(tiny_model_dir, log_path, "--index-dir", str(index_dir))
+
     def ask() -> None:
         try:
-            chat(httpx.Client(base_url=url, timeout=60), LONG_DOCUMENT)
+            with httpx.Client(base_url=url, timeout=60) as http:
+                chat(http, LONG_DOCUMENT)
         except httpx.TransportError:
             pass  # the server is killed under this request: the client sees the connection drop
 
